@@ -1,0 +1,42 @@
+"""Repository-wide pytest set-up: test-mode environment and a per-notebook timing table.
+
+Under pytest, notebooks run with ``MINILLM_QUICK=1`` (shortened training; set ``MINILLM_QUICK=0``
+to test them exactly as learners run them) and ``MINILLM_STRICT_CHECKS=1`` (a failed exercise check
+raises, so a broken solution fails its notebook). Kernels started by nbval inherit both.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+
+os.environ.setdefault("MINILLM_QUICK", "1")
+os.environ.setdefault("MINILLM_STRICT_CHECKS", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+# Each test gets a fresh cache unless one is given, so "trained on first use" paths really run.
+os.environ.setdefault("MINILLM_CACHE", os.path.join(os.getcwd(), ".pytest_cache", "minillm-cache"))
+
+_notebook_seconds: dict[str, float] = defaultdict(float)
+_notebook_failed: dict[str, bool] = defaultdict(bool)
+_session_start = time.perf_counter()
+
+
+def pytest_runtest_logreport(report) -> None:
+    path = report.nodeid.split("::")[0]
+    if path.endswith(".ipynb"):
+        _notebook_seconds[path] += report.duration
+        _notebook_failed[path] |= report.failed
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _notebook_seconds:
+        return
+    tr = terminalreporter
+    tr.section("notebook times (MINILLM_QUICK=%s)" % os.environ.get("MINILLM_QUICK", ""))
+    tr.write_line(f"{'notebook':58s} {'seconds':>8s}  status")
+    for path, seconds in sorted(_notebook_seconds.items()):
+        status = "FAILED" if _notebook_failed[path] else "ok"
+        tr.write_line(f"{path:58s} {seconds:8.1f}  {status}")
+    tr.write_line(f"{'all notebooks':58s} {sum(_notebook_seconds.values()):8.1f}")
+    tr.write_line(f"{'whole session':58s} {time.perf_counter() - _session_start:8.1f}")

@@ -1,0 +1,24 @@
+"""The recorded recipes behind ``minillm.hub.load_pretrained``: one entry per chapter model.
+
+A recipe names a function ``trainer(progress: bool) -> (model, metadata)`` that builds and trains a
+model deterministically (fixed seed, fixed data, fixed steps). Bump ``version`` whenever the recipe
+changes, so stale cached checkpoints are retrained. Chapters add their entries here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str  # the name chapters ask for
+    trainer: str  # "module:function" building and training the model
+    description: str  # one line for listings
+    version: int = 1  # bump when the recipe changes
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("tour-bigram", "minillm.models.bigram_recipe:train_tour_bigram",
+           "ch00 tour: character bigram LM on Shakespeare (seconds on a CPU)"),
+]}
