@@ -288,7 +288,11 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
             postfix["val"] = f"{hist.val_loss[-1]:.3f}"
         bar.set_postfix(postfix, refresh=False)
     bar.close()
-    hist.seconds += time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    hist.seconds += seconds
+    if cfg.progress:  # a plain line that stays readable where the progress widget does not render
+        val = f", val loss {hist.val_loss[-1]:.4f}" if hist.val_loss else ""
+        print(f"trained {cfg.steps} steps in {seconds:.1f} s: train loss {hist.train_loss[-1]:.4f}{val}")
     return hist
 
 

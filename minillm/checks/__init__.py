@@ -99,9 +99,11 @@ def compare(expected: Any, got: Any, *, atol: float = 1e-6, rtol: float = 1e-5,
                         f"{where}: expected {float(e[where]):.6g}, got {float(g[where]):.6g} "
                         f"(tolerance atol={atol:g}, rtol={rtol:g})")
             return None
-        if not torch.equal(exp.cpu(), got_t.cpu().to(exp.dtype)):
-            n = int((exp.cpu() != got_t.cpu().to(exp.dtype)).sum())
-            return f"{path}: {n} of {exp.numel()} entries differ; expected {_short(exp)}, got {_short(got_t)}"
+        differs = exp.cpu() != got_t.cpu().to(exp.dtype)
+        if differs.any():
+            where = tuple(int(i) for i in differs.nonzero()[0])
+            return (f"{path}: {int(differs.sum())} of {exp.numel()} entries differ; first at index "
+                    f"{where}: expected {exp[where].item()}, got {got_t[where].item()}")
         return None
     if isinstance(expected, bool) or expected is None or isinstance(expected, str):
         return None if got == expected else f"{path}: expected {_short(expected)}, got {_short(got)}"
