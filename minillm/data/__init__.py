@@ -118,7 +118,9 @@ def _rows(dataset: str, filename: str, make: Callable[[dict[str, Any]], R]) -> l
     try:
         return [make(row) for row in rows]
     except (KeyError, TypeError, ValueError) as err:
-        raise DataIntegrityError(f"minillm data file {filename} has a malformed row ({err!r}); reinstall minillm.") from err
+        raise DataIntegrityError(
+            f"minillm data file {filename} has a malformed row ({err!r}); reinstall minillm."
+        ) from err
 
 
 def _bucketed(
@@ -164,7 +166,9 @@ def load_rotten_tomatoes() -> Splits[list[SentimentExample]]:
     polarity data, distributed for research: cite Pang & Lee 2005). Exact duplicate texts are removed.
     A snippet goes to train/validation/test by ``sha1(text) % 100`` into 80/10/10 buckets.
     """
-    records = _rows("rotten_tomatoes", ROTTEN_TOMATOES_FILE, lambda r: SentimentExample(str(r["text"]), int(r["label"])))
+    records = _rows(
+        "rotten_tomatoes", ROTTEN_TOMATOES_FILE, lambda r: SentimentExample(str(r["text"]), int(r["label"]))
+    )
     return _bucketed(records, lambda ex: ex.text, 80, 10, "rotten_tomatoes")
 
 
@@ -231,7 +235,9 @@ def gpt2_vocab_files() -> tuple[Path, Path]:
             target.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(target, raw)
             if _store.sha256_cached(target, raw) != entry["raw_sha256"]:
-                raise DataIntegrityError(f"decompressed {filename} does not match its recorded sha256; reinstall minillm.")
+                raise DataIntegrityError(
+                    f"decompressed {filename} does not match its recorded sha256; reinstall minillm."
+                )
         paths.append(target)
     return paths[0], paths[1]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
-import os
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +103,9 @@ def read_verified(dataset: str, filename: str) -> bytes:
     try:
         raw = lzma.decompress(data)
     except (lzma.LZMAError, EOFError) as err:
-        raise DataIntegrityError(f"minillm data file {filename} ({path}) cannot be decompressed: {err}. {_REINSTALL}") from err
+        raise DataIntegrityError(
+            f"minillm data file {filename} ({path}) cannot be decompressed: {err}. {_REINSTALL}"
+        ) from err
     if not raw:
         raise DataIntegrityError(f"minillm data file {filename} ({path}) decompressed to nothing. {_REINSTALL}")
     return raw
@@ -116,10 +117,14 @@ def read_jsonl(dataset: str, filename: str) -> list[dict[str, Any]]:
     try:
         rows = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line]
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataIntegrityError(f"minillm data file {filename} is not valid UTF-8 JSON lines ({err}). {_REINSTALL}") from err
+        raise DataIntegrityError(
+            f"minillm data file {filename} is not valid UTF-8 JSON lines ({err}). {_REINSTALL}"
+        ) from err
     expected = dataset_card(dataset)["stats"]["rows"]
     if len(rows) != expected:
-        raise DataIntegrityError(f"minillm data file {filename} holds {len(rows)} rows, its card says {expected}. {_REINSTALL}")
+        raise DataIntegrityError(
+            f"minillm data file {filename} holds {len(rows)} rows, its card says {expected}. {_REINSTALL}"
+        )
     return rows
 
 
