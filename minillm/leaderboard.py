@@ -5,8 +5,8 @@ likelihood in nats of the test characters, divided by (number of characters × l
 a uniform guess over a 70-character vocabulary scores log2(70) ≈ 6.1 bpc.
 
 Rows are computed live, never typed in: each row names a scorer ``"module:function"`` returning a
-:class:`Score`. Chapters append their rows to ``ROWS`` (n-gram rows in chapter 2, then MLP, LSTM,
-GPT). Scorers should load trained models through ``minillm.hub.load_pretrained`` so that a
+:class:`Score`. Chapters append their rows to ``ROWS`` (n-gram rows from chapter 1, then MLP,
+LSTM, GPT). Scorers should load trained models through ``minillm.hub.load_pretrained`` so that a
 leaderboard call never retrains a shipped model.
 """
 
@@ -38,6 +38,11 @@ class Row:
 
 ROWS: list[Row] = [
     # Chapters append their rows here, in chapter order.
+    Row("char 3-gram, add-k", 1, "minillm.ngram:leaderboard_add_k3"),
+    Row("char 3-gram, Kneser-Ney", 1, "minillm.ngram:leaderboard_kn3"),
+    Row("char 5-gram, Kneser-Ney", 1, "minillm.ngram:leaderboard_kn5"),
+    Row("char 7-gram, Kneser-Ney", 1, "minillm.ngram:leaderboard_kn7"),
+    Row("char 7-gram, modified Kneser-Ney", 1, "minillm.ngram:leaderboard_mkn7"),
 ]
 
 
