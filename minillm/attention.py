@@ -1,0 +1,368 @@
+"""Self-attention, built up as a ladder of named classes, plus masks, sparse attention and its cost.
+
+The ladder (each rung computes the same function as the one before, faster or more generally):
+
+1. :func:`scaled_dot_product_attention` — ``softmax(Q Kᵀ / √d + mask) V`` written out, returning
+   the weights too (Vaswani et al. 2017, "Attention Is All You Need", eq. 1).
+2. :class:`SelfAttentionV1` — one head, a Python loop over query positions: the formula read aloud.
+3. :class:`MultiHeadAttentionExplicit` — several heads at once, matrix form, explicit softmax.
+4. :class:`MultiHeadAttention` — the same parameters, but the core is PyTorch's fused
+   ``F.scaled_dot_product_attention`` (no T×T matrix kept for backward on the fast kernels).
+
+Masks are boolean with PyTorch's SDPA convention: ``True`` = this query may attend to this key.
+Sparse attention (Child et al. 2019, used by GPT-3 in alternating layers): :func:`local_mask`,
+:func:`strided_mask`, and :func:`block_local_attention`, whose cost grows linearly with length.
+
+Shape letters: B batch, T query length, S key/value length, C model width (d_model),
+nh number of heads, hs head size (C // nh), nb number of blocks, b block size.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+# ---------------------------------------------------------------------------------------------
+# Masks
+
+
+def causal_mask(T: int, S: int | None = None, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """(T, S) bool: query i may see key j iff j <= i + (S - T) (queries are the last T positions).
+
+    With S == T this is the lower triangle. S > T is the KV-cache case: the T new queries sit at
+    the end of the S keys.
+    """
+    S = T if S is None else S
+    if T < 1 or S < T:
+        raise ValueError(f"causal_mask needs 1 <= T <= S, got T={T}, S={S}")
+    i = torch.arange(T, device=device)[:, None]  # (T, 1)
+    j = torch.arange(S, device=device)[None, :]  # (1, S)
+    return j <= i + (S - T)
+
+
+def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, S) 1/0 (or bool) "is a real token" → (B, 1, 1, S) bool mask hiding padded keys."""
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must have shape (B, S), got {tuple(attention_mask.shape)}")
+    return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S): broadcasts over heads and queries
+
+
+def local_mask(T: int, window: int, *, causal: bool = True,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """(T, T) bool band: query i sees the ``window`` most recent keys (i-window, i]; both sides if not causal."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    i = torch.arange(T, device=device)[:, None]
+    j = torch.arange(T, device=device)[None, :]
+    near = (i - j).abs() < window
+    return near & (j <= i) if causal else near
+
+
+def strided_mask(T: int, stride: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """(T, T) bool causal strided pattern (Child et al. 2019): the last ``stride`` keys plus every
+    ``stride``-th key before them, so two layers connect any pair of positions."""
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    i = torch.arange(T, device=device)[:, None]
+    j = torch.arange(T, device=device)[None, :]
+    d = i - j
+    return (d >= 0) & ((d < stride) | (d % stride == 0))
+
+
+def block_local_mask(T: int, block_size: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """(T, T) bool: the pattern :func:`block_local_attention` computes — causal, and a query in
+    block n sees keys in blocks n-1 and n only."""
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    i = torch.arange(T, device=device)[:, None]
+    j = torch.arange(T, device=device)[None, :]
+    return (j <= i) & (j >= (i // block_size - 1) * block_size)
+
+
+def _combine(mask: torch.Tensor | None, causal: bool, T: int, S: int, device) -> torch.Tensor | None:
+    if mask is not None and mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}")
+    if not causal:
+        return mask
+    c = causal_mask(T, S, device=device)
+    return c if mask is None else mask & c
+
+
+# ---------------------------------------------------------------------------------------------
+# Rung 1: the formula
+
+
+def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                 mask: torch.Tensor | None = None, *, scale: float | None = None,
+                                 dropout_p: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``softmax(q kᵀ · scale, masked) v`` with an explicit softmax; returns (output, weights).
+
+    q (..., T, hs), k (..., S, hs), v (..., S, hv); mask broadcastable to (..., T, S), True = attend.
+    ``scale`` defaults to 1/√hs. A query row whose keys are all masked gives NaN (no keys to average).
+    """
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k need the same last dim, got {q.shape[-1]} and {k.shape[-1]}")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = (q @ k.transpose(-2, -1)) * scale  # (..., T, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)  # softmax in fp32, cast back
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights  # (..., T, hv), (..., T, S)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rung 2: one head, one query at a time
+
+
+class SelfAttentionV1(nn.Module):
+    """Single-head self-attention with a Python loop over query positions: the formula read aloud.
+
+    For each query position t: score every key with q_t · k_s / √d, softmax the scores over the
+    allowed keys, and average the values with those weights. Slow (T Python iterations) but
+    every step is visible. Parity with the vectorised classes is tested.
+    """
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = False):
+        super().__init__()
+        self.W_query = nn.Linear(d_in, d_out, bias=bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
+                need_weights: bool = False):
+        """x (B, T, d_in) → (B, T, d_out); mask broadcastable to (B, T, T), True = attend."""
+        if x.dim() != 3:
+            raise ValueError(f"x must have shape (B, T, d_in), got {tuple(x.shape)}")
+        B, T, _ = x.shape
+        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)  # (B, T, d_out) each
+        allowed = torch.ones(B, T, T, dtype=torch.bool, device=x.device)
+        if mask is not None:
+            allowed = allowed & mask
+        if causal:
+            allowed = allowed & causal_mask(T, device=x.device)
+        outputs, all_weights = [], []
+        for t in range(T):
+            scores = (k @ q[:, t, :, None]).squeeze(-1) / math.sqrt(q.shape[-1])  # (B, T): q_t · k_s
+            scores = scores.masked_fill(~allowed[:, t], float("-inf"))
+            w = torch.softmax(scores.float(), dim=-1).to(x.dtype)  # (B, T)
+            outputs.append((w[:, :, None] * v).sum(dim=1))  # (B, d_out): weighted average of values
+            all_weights.append(w)
+        out = torch.stack(outputs, dim=1)  # (B, T, d_out)
+        return (out, torch.stack(all_weights, dim=1)) if need_weights else out
+
+
+# ---------------------------------------------------------------------------------------------
+# Rungs 3 and 4: multi-head
+
+
+def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(B, T, C) → (B, nh, T, hs): each head gets its own slice of the channels."""
+    B, T, C = x.shape
+    if C % n_heads:
+        raise ValueError(f"width {C} is not divisible by n_heads={n_heads}")
+    return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)  # (B, nh, T, hs)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, nh, T, hs) → (B, T, C): the inverse of :func:`split_heads`."""
+    B, nh, T, hs = x.shape
+    return x.transpose(1, 2).contiguous().view(B, T, nh * hs)  # (B, T, C)
+
+
+class MultiHeadAttentionExplicit(nn.Module):
+    """Multi-head attention (Vaswani et al. 2017, §3.2.2) with an explicit softmax.
+
+    Project to queries, keys and values, split the width into ``n_heads`` heads, attend in each
+    head independently, concatenate the heads and mix them with ``out_proj``. Pass ``context`` for
+    cross-attention (keys and values from another sequence). Parameter names follow
+    ``torch.nn.MultiheadAttention``'s ``out_proj``; :meth:`from_torch` copies its weights.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, bias: bool = True, dropout: float = 0.0):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.d_model, self.n_heads, self.dropout = d_model, n_heads, dropout
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, *,
+                mask: torch.Tensor | None = None, causal: bool = False, need_weights: bool = False):
+        """x (B, T, C), context (B, S, C) or None (= x) → (B, T, C) [, weights (B, nh, T, S)].
+
+        mask: bool, broadcastable to (B, nh, T, S), True = attend (see :func:`padding_mask`).
+        causal: also hide future keys (:func:`causal_mask`).
+        """
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x must have shape (B, T, {self.d_model}), got {tuple(x.shape)}")
+        context = x if context is None else context
+        q = split_heads(self.q_proj(x), self.n_heads)  # (B, nh, T, hs)
+        k = split_heads(self.k_proj(context), self.n_heads)  # (B, nh, S, hs)
+        v = split_heads(self.v_proj(context), self.n_heads)  # (B, nh, S, hs)
+        out, weights = self._attend(q, k, v, mask, causal, need_weights)  # (B, nh, T, hs)
+        out = self.out_proj(merge_heads(out))  # (B, T, C)
+        return (out, weights) if need_weights else out
+
+    def _attend(self, q, k, v, mask, causal, need_weights):
+        mask = _combine(mask, causal, q.shape[-2], k.shape[-2], q.device)
+        p = self.dropout if self.training else 0.0
+        return scaled_dot_product_attention(q, k, v, mask, dropout_p=p)
+
+    @classmethod
+    def from_torch(cls, mha: nn.MultiheadAttention) -> "MultiHeadAttentionExplicit":
+        """A copy of a ``torch.nn.MultiheadAttention`` (``batch_first`` or not) with the same weights."""
+        if not mha._qkv_same_embed_dim:
+            raise ValueError("only nn.MultiheadAttention with kdim == vdim == embed_dim is supported")
+        has_bias = mha.in_proj_bias is not None
+        new = cls(mha.embed_dim, mha.num_heads, bias=has_bias, dropout=mha.dropout)
+        new.to(mha.in_proj_weight.device, mha.in_proj_weight.dtype)
+        with torch.no_grad():
+            for proj, w in zip((new.q_proj, new.k_proj, new.v_proj), mha.in_proj_weight.chunk(3)):
+                proj.weight.copy_(w)
+            new.out_proj.weight.copy_(mha.out_proj.weight)
+            if has_bias:
+                for proj, b in zip((new.q_proj, new.k_proj, new.v_proj), mha.in_proj_bias.chunk(3)):
+                    proj.bias.copy_(b)
+                new.out_proj.bias.copy_(mha.out_proj.bias)
+        return new
+
+
+class MultiHeadAttention(MultiHeadAttentionExplicit):
+    """:class:`MultiHeadAttentionExplicit` with PyTorch's fused ``F.scaled_dot_product_attention``.
+
+    Same parameters (state dicts are interchangeable), same outputs to ~1e-6; faster, and the fused
+    kernels do not keep the (T, S) weight matrix for the backward pass. Asking for the weights
+    (``need_weights=True``) falls back to the explicit path, since the fused kernel never forms them.
+    """
+
+    def _attend(self, q, k, v, mask, causal, need_weights):
+        if need_weights:
+            return super()._attend(q, k, v, mask, causal, need_weights)
+        T, S = q.shape[-2], k.shape[-2]
+        if mask is not None and mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor (True = attend), got dtype {mask.dtype}")
+        # SDPA's is_causal aligns the triangle top-left; build the mask ourselves unless T == S.
+        fast_causal = causal and mask is None and T == S
+        if causal and not fast_causal:
+            mask = _combine(mask, True, T, S, q.device)
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=fast_causal)
+        return out, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Sparse attention with linear cost
+
+
+def block_local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, *,
+                          scale: float | None = None) -> torch.Tensor:
+    """Causal attention in which each query block sees only its own and the previous key block.
+
+    Equal to dense attention with :func:`block_local_mask`, but each of the T/b blocks scores only
+    2b keys, so time and memory grow as T·b instead of T². q, k, v (..., T, hs) → (..., T, hs).
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if not (q.shape == k.shape and k.shape[:-1] == v.shape[:-1]):
+        raise ValueError(f"q, k, v must share (..., T, hs), got {tuple(q.shape)}, {tuple(k.shape)}, "
+                         f"{tuple(v.shape)}")
+    *lead, T, hs = q.shape
+    b = block_size
+    nb = -(-T // b)  # ceil
+    pad = nb * b - T  # padded keys come after every real query, so the causal mask hides them
+    if pad:
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    qb = q.reshape(*lead, nb, b, hs)  # (..., nb, b, hs)
+    kb = k.reshape(*lead, nb, b, hs)
+    vb = v.reshape(*lead, nb, b, v.shape[-1])
+
+    def with_previous(t: torch.Tensor) -> torch.Tensor:  # (..., nb, b, h) → (..., nb, 2b, h)
+        prev = torch.cat([torch.zeros_like(t[..., :1, :, :]), t[..., :-1, :, :]], dim=-3)
+        return torch.cat([prev, t], dim=-2)
+
+    kk, vv = with_previous(kb), with_previous(vb)  # (..., nb, 2b, hs)
+    r = torch.arange(b, device=q.device)[:, None]  # query offset within its block
+    c = torch.arange(2 * b, device=q.device)[None, :]  # key offset, previous block first
+    mask = (c <= r + b).expand(nb, b, 2 * b).clone()  # (nb, b, 2b): causal within the window
+    mask[0, :, :b] = False  # block 0 has no previous block
+    out, _ = scaled_dot_product_attention(qb, kk, vv, mask, scale=scale)  # (..., nb, b, hs)
+    return out.reshape(*lead, nb * b, -1)[..., :T, :]
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring the cost
+
+
+class _TensorMemoryTracker(TorchDispatchMode):
+    """Counts the bytes of every tensor storage created while active, minus those freed."""
+
+    def __init__(self):
+        super().__init__()
+        self.current = self.peak = 0
+        self._live: set[int] = set()
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self.current -= nbytes
+        self._live.discard(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                key = id(storage)
+                if key not in self._live:
+                    self._live.add(key)
+                    self.current += storage.nbytes()
+                    self.peak = max(self.peak, self.current)
+                    weakref.finalize(storage, self._free, key, storage.nbytes())
+        return out
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: torch.device | str = "cpu") -> int:
+    """Peak bytes of tensors allocated while ``fn()`` runs (beyond those alive before it).
+
+    On CUDA this is the allocator's own peak; elsewhere every tensor an operator creates is counted
+    until it is freed (the workspace a fused kernel uses internally is not visible).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    tracker = _TensorMemoryTracker()
+    with tracker:
+        fn()
+    return tracker.peak
+
+
+def time_call(fn: Callable[[], object], repeats: int = 3, device: torch.device | str = "cpu") -> float:
+    """Fastest wall-clock seconds of ``repeats`` calls of ``fn()`` after one warm-up call."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fn()
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return best
