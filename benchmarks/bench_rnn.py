@@ -1,0 +1,72 @@
+"""Recurrent layers: the teaching LSTM/GRU (Python loop over time) versus the fused torch modules,
+and bfloat16 autocast versus fp32 for a character-LSTM training step.
+
+All rows time one forward + backward pass at the same sizes: batch 32, 128 steps, input 64,
+hidden 256, 2 layers (the chapter-5 character model's shapes).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from common import Row, best_of
+from minillm.models.char_rnn import CharRNN, CharRNNConfig
+from minillm.rnn import GRUTeaching, LSTMTeaching
+from minillm.train import lm_loss
+
+B, T, I, H, L = 32, 128, 64, 256, 2
+
+
+def _fwd_bwd(model: nn.Module, x: torch.Tensor):
+    def step():
+        model.zero_grad(set_to_none=True)
+        out, _ = model(x)
+        out.sum().backward()
+    return step
+
+
+def _teaching_vs_torch(ours_cls, ref_cls, name: str) -> Row:
+    torch.manual_seed(0)
+    ref = ref_cls(I, H, num_layers=L, batch_first=True)
+    ours = ours_cls(I, H, num_layers=L, batch_first=True)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(B, T, I)
+    t_ref = best_of(_fwd_bwd(ref, x), repeats=3)
+    t_ours = best_of(_fwd_bwd(ours, x), repeats=3)
+    return Row(f"{name} fwd+bwd, B{B} T{T} H{H} L{L}, fp32", t_ours * 1e3, t_ref * 1e3, "ms",
+               higher_is_better=False, reference_name=f"torch.nn.{ref_cls.__name__}")
+
+
+def _autocast_row() -> Row | None:
+    from minillm.device import autocast_dtype
+
+    dtype = autocast_dtype("cpu")
+    if dtype is None:
+        return None
+    torch.manual_seed(0)
+    model = CharRNN(CharRNNConfig(vocab_size=82, n_embd=I, hidden_size=H, num_layers=L))
+    x = torch.randint(0, 82, (B, T))
+    y = torch.randint(0, 82, (B, T))
+
+    def step(amp):
+        def run():
+            model.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+                loss = lm_loss(model, (x, y))
+            loss.backward()
+        return run
+
+    t_fp32 = best_of(step(None), repeats=3)
+    t_amp = best_of(step(dtype), repeats=3)
+    return Row(f"CharRNN LSTM train step, {str(dtype).replace('torch.', '')} autocast", t_amp * 1e3,
+               t_fp32 * 1e3, "ms", higher_is_better=False, reference_name="same step in fp32")
+
+
+def run() -> list[Row]:
+    rows = [_teaching_vs_torch(LSTMTeaching, nn.LSTM, "LSTMTeaching"),
+            _teaching_vs_torch(GRUTeaching, nn.GRU, "GRUTeaching")]
+    amp = _autocast_row()
+    if amp is not None:
+        rows.append(amp)
+    return rows

@@ -1,0 +1,156 @@
+"""A character-level recurrent language model on the fast fused ``torch.nn`` LSTM/GRU/RNN.
+
+Embedding → ``num_layers`` recurrent layers → linear head, after Karpathy's char-rnn (2015).
+``forward`` returns ``(logits, state)`` like ``torch.nn.LSTM`` returns ``(output, state)``, so
+generation carries the state forward one character at a time (constant cost per character), and
+text can be fed in pieces. The chapter-5 recipe ``ch05-lstm-shakespeare`` (on the leaderboard)
+trains it on Shakespeare; the chapter notebook also trains one on the Tang poems.
+
+Shape letters: B batch, T time, C embedding width, H hidden size, L layers, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+@dataclass
+class CharRNNConfig:
+    vocab_size: int = 82  # distinct characters
+    cell: str = "lstm"  # "lstm", "gru" or "rnn" (Elman, tanh)
+    n_embd: int = 64  # character embedding width C
+    hidden_size: int = 256  # recurrent state width H
+    num_layers: int = 2  # stacked recurrent layers L
+    dropout: float = 0.0  # between recurrent layers and before the head (training only)
+
+    def __post_init__(self) -> None:
+        if self.cell not in _CELLS:
+            raise ValueError(f"cell must be one of {sorted(_CELLS)}, got {self.cell!r}")
+        for name in ("vocab_size", "n_embd", "hidden_size", "num_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class CharRNN(nn.Module):
+    """Character LM: ``logits_t = head(RNN(embed(x_1..x_t)))``."""
+
+    config_class = CharRNNConfig
+
+    def __init__(self, config: CharRNNConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.rnn = _CELLS[config.cell](config.n_embd, config.hidden_size, config.num_layers,
+                                       batch_first=True,
+                                       dropout=config.dropout if config.num_layers > 1 else 0.0)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_size, config.vocab_size)
+        if config.cell == "lstm":
+            # forget-gate bias 1 (Gers et al. 2000; Jozefowicz et al. 2015): remember by default
+            h = config.hidden_size
+            with torch.no_grad():
+                for layer in range(config.num_layers):
+                    getattr(self.rnn, f"bias_ih_l{layer}")[h:2 * h].fill_(1.0)
+                    getattr(self.rnn, f"bias_hh_l{layer}")[h:2 * h].fill_(0.0)
+
+    def _check_ids(self, idx: torch.Tensor) -> None:
+        if idx.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"token ids must be an integer tensor, got {idx.dtype}")
+        if idx.dim() != 2:
+            raise ValueError(f"token ids must have shape (B, T), got {tuple(idx.shape)}")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
+            raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got values in "
+                             f"[{int(idx.min())}, {int(idx.max())}]")
+
+    def forward_embeddings(self, emb: torch.Tensor, state: State | None = None
+                           ) -> tuple[torch.Tensor, State]:
+        """(B, T, C) input embeddings → (logits (B, T, V), final state). Used to take ∂/∂embedding."""
+        out, state = self.rnn(emb, state)  # (B, T, H)
+        return self.head(self.drop(out)), state
+
+    def forward(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """(B, T) token ids (and an optional carried state) → (logits (B, T, V), final state)."""
+        self._check_ids(idx)
+        return self.forward_embeddings(self.wte(idx), state)
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample ``max_new_tokens`` characters after the prompt ``idx`` (B, T ≥ 1); returns (B, T + new).
+
+        The prompt is read once; after that each step feeds one character and the carried state.
+        """
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if idx.dim() != 2 or idx.size(1) < 1:
+            raise ValueError(f"the prompt must have shape (B, T) with T >= 1, got {tuple(idx.shape)}")
+        was_training = self.training
+        self.eval()
+        logits, state = self(idx)
+        out = [idx]
+        for _ in range(max_new_tokens):
+            last = logits[:, -1].float() / temperature  # (B, V)
+            if top_k is not None:
+                kth = torch.topk(last, min(top_k, last.size(-1))).values[:, -1:]
+                last = last.masked_fill(last < kth, float("-inf"))
+            nxt = torch.multinomial(torch.softmax(last, dim=-1), 1, generator=generator)  # (B, 1)
+            out.append(nxt)
+            logits, state = self(nxt, state)
+        self.train(was_training)
+        return torch.cat(out, dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter-5 recipe and leaderboard row
+# ---------------------------------------------------------------------------------------------
+
+RECIPE_CONFIG = CharRNNConfig(vocab_size=82, cell="lstm", n_embd=64, hidden_size=256, num_layers=2)
+RECIPE_TRAIN = dict(steps=2500, lr=3e-3, warmup_steps=100, eval_every=250, weight_decay=0.01,
+                    autocast="auto")  # batch 32 x 128 characters; bf16 where the CPU has it
+
+
+def train_lstm_shakespeare(progress: bool = True) -> tuple[CharRNN, dict]:
+    """The chapter-5 two-layer character LSTM on the Shakespeare training split (seed 0, CPU)."""
+    from ..data import load_shakespeare
+    from ..device import seed_everything
+    from ..train import LMBatches, sequential_lm_batches, train
+    from .mlp_lm import shakespeare_char_vocab
+
+    seed_everything(0)
+    text = load_shakespeare()
+    vocab = shakespeare_char_vocab()
+    if len(vocab) != RECIPE_CONFIG.vocab_size:
+        raise ValueError(f"the corpus has {len(vocab)} characters, the recipe expects "
+                         f"{RECIPE_CONFIG.vocab_size}")
+    model = CharRNN(RECIPE_CONFIG)
+    history = train(model, LMBatches(vocab.encode_tensor(text.train), 128, 32, seed=0),
+                    val_data=sequential_lm_batches(vocab.encode_tensor(text.validation), 128, 32,
+                                                   max_batches=20),
+                    progress=progress, device=torch.device("cpu"), **RECIPE_TRAIN)
+    metadata = {"vocab": vocab.itos, "history": history.to_dict(),
+                "metrics": {"val_loss": history.final_val_loss}}
+    return model, metadata
+
+
+def score_lstm_shakespeare():
+    """Leaderboard row: the shipped ``ch05-lstm-shakespeare`` model on the Shakespeare test split."""
+    from dataclasses import replace
+
+    from ..hub import load_pretrained
+    from ..leaderboard import score_char_model
+    from ..vocab import CharVocab
+
+    model = load_pretrained("ch05-lstm-shakespeare", progress=False)
+    vocab = CharVocab(model.checkpoint_metadata["vocab"])
+    score = score_char_model(model, vocab.encode, block_size=256)
+    return replace(score, notes="2-layer LSTM, 256 units; windows of 256 chars, no carried state")

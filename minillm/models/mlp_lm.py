@@ -1,0 +1,244 @@
+"""The neural probabilistic language model of Bengio et al. (2003): embeddings + an MLP.
+
+The previous ``context`` tokens are looked up in a shared embedding table ``C``, concatenated, and
+passed through one tanh hidden layer; the output layer gives next-token logits:
+
+    logits = b + W·x + U·tanh(d + H·x),   x = [C(w_{t-n+1}); ...; C(w_t)]
+
+(``W·x``, the direct connections, are optional: ``direct=True``). Unlike an n-gram table the model
+shares statistical strength between similar contexts through the embeddings, and its size grows
+linearly, not exponentially, with the context length.
+
+``forward`` takes whole sequences (B, T) and returns logits (B, T, V) for every position, like the
+other language models of the course: position t sees tokens t-n+1..t, and positions before the
+start of the sequence are filled with a learned "before the text" embedding (id ``vocab_size``).
+The sliding windows come from one ``unfold`` (no Python loop); ``tests/test_mlp_lm.py`` checks them
+against a per-position loop.
+
+Also here: a word vocabulary for the word-level model, a 2-D projection of an embedding table
+(PCA by SVD) with cosine nearest neighbours, and the chapter-4 recipe and leaderboard scorer.
+
+Shape letters: B batch, T time, N context length, C embedding width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class MLPLMConfig:
+    vocab_size: int = 82  # distinct tokens V (one more embedding row is added for "before the text")
+    context: int = 8  # tokens N the model sees: the current one and N-1 before it
+    n_embd: int = 16  # embedding width C
+    n_hidden: int = 256  # tanh hidden units
+    direct: bool = False  # Bengio's direct embedding→output connections (W·x)
+    dropout: float = 0.0  # on the hidden layer, training only
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context", "n_embd", "n_hidden"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def context_windows(idx: torch.Tensor, context: int, pad_id: int) -> torch.Tensor:
+    """(B, T) ids → (B, T, N): row t holds ids t-N+1..t, with ``pad_id`` before the sequence start."""
+    padded = F.pad(idx, (context - 1, 0), value=pad_id)  # (B, T + N - 1)
+    return padded.unfold(1, context, 1)  # (B, T, N)
+
+
+class MLPLM(nn.Module):
+    """Bengio et al. (2003) neural LM over a fixed window of ``context`` tokens."""
+
+    config_class = MLPLMConfig
+
+    def __init__(self, config: MLPLMConfig):
+        super().__init__()
+        self.config = config
+        width = config.context * config.n_embd
+        self.wte = nn.Embedding(config.vocab_size + 1, config.n_embd)  # C; last row = before text
+        self.hidden = nn.Linear(width, config.n_hidden)  # H, d
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.n_hidden, config.vocab_size)  # U, b
+        self.direct = nn.Linear(width, config.vocab_size, bias=False) if config.direct else None  # W
+
+    @property
+    def pad_id(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """The (V, C) embedding table of the real tokens (without the "before the text" row)."""
+        return self.wte.weight[: self.config.vocab_size]
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids → (B, T, V) next-token logits."""
+        if idx.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"token ids must be an integer tensor, got {idx.dtype}")
+        if idx.dim() != 2:
+            raise ValueError(f"token ids must have shape (B, T), got {tuple(idx.shape)}")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
+            raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got values in "
+                             f"[{int(idx.min())}, {int(idx.max())}]")
+        windows = context_windows(idx.long(), self.config.context, self.pad_id)  # (B, T, N)
+        x = self.wte(windows).flatten(2)  # (B, T, N*C)
+        logits = self.head(self.drop(torch.tanh(self.hidden(x))))  # (B, T, V)
+        if self.direct is not None:
+            logits = logits + self.direct(x)
+        return logits
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample ``max_new_tokens`` tokens after the prompt ``idx`` (B, T); returns (B, T + new).
+
+        Only the last ``context`` tokens matter, so each step runs the model on that window alone.
+        """
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        was_training = self.training
+        self.eval()
+        for _ in range(max_new_tokens):
+            logits = self(idx[:, -self.config.context:])[:, -1].float() / temperature  # (B, V)
+            nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)  # (B, 1)
+            idx = torch.cat([idx, nxt], dim=1)
+        self.train(was_training)
+        return idx
+
+
+# ---------------------------------------------------------------------------------------------
+# Words and embedding spaces
+# ---------------------------------------------------------------------------------------------
+
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*|[^\sa-z]")
+
+
+def split_words(text: str) -> list[str]:
+    """Lower-cased words (with inner apostrophes) and single punctuation marks; newlines dropped."""
+    return _WORD.findall(text.lower())
+
+
+class WordVocab:
+    """The ``max_size - 1`` most frequent words plus ``<unk>`` (id 0) for every other word."""
+
+    UNK = "<unk>"
+
+    def __init__(self, words: Iterable[str]):
+        self.itos = [self.UNK] + [w for w in words if w != self.UNK]
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+
+    @classmethod
+    def from_text(cls, text: str, max_size: int = 5000) -> "WordVocab":
+        if max_size < 2:
+            raise ValueError(f"max_size must be at least 2 (<unk> and one word), got {max_size}")
+        counts = Counter(split_words(text))
+        # most frequent first; ties broken alphabetically so the vocabulary is reproducible
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return cls(w for w, _ in ranked[: max_size - 1])
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.stoi.get(w, 0) for w in split_words(text)]
+
+    def encode_tensor(self, text: str) -> torch.Tensor:
+        return torch.tensor(self.encode(text), dtype=torch.long)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < len(self)]
+        if bad:
+            raise ValueError(f"ids {bad[:5]} are outside the vocabulary [0, {len(self)})")
+        text = " ".join(self.itos[i] for i in ids)
+        return re.sub(r" ([,.;:!?'])", r"\1", text)
+
+    def __repr__(self) -> str:
+        return f"WordVocab({len(self)} words)"
+
+
+def project_2d(weight: torch.Tensor) -> torch.Tensor:
+    """(N, C) embedding rows → (N, 2) coordinates on their first two principal components (SVD)."""
+    if weight.dim() != 2 or weight.size(0) < 2:
+        raise ValueError(f"expected an (N >= 2, C) embedding table, got shape {tuple(weight.shape)}")
+    centered = weight.detach().float() - weight.detach().float().mean(0)  # (N, C)
+    _, _, vh = torch.linalg.svd(centered, full_matrices=False)  # vh: (C, C)
+    coords = centered @ vh[:2].T  # (N, 2)
+    # fix each axis's sign (SVD may flip it) so reruns draw the same picture
+    signs = torch.sign(coords[coords.abs().argmax(0), torch.arange(2)])
+    return coords * signs
+
+
+def nearest_neighbours(weight: torch.Tensor, index: int, k: int = 5) -> list[tuple[int, float]]:
+    """The ``k`` rows of ``weight`` (N, C) with the highest cosine similarity to row ``index``."""
+    if not 0 <= index < weight.size(0):
+        raise ValueError(f"index must be in [0, {weight.size(0)}), got {index}")
+    w = F.normalize(weight.detach().float(), dim=-1)  # (N, C)
+    sims = w @ w[index]  # (N,)
+    sims[index] = float("-inf")
+    top = torch.topk(sims, min(k, weight.size(0) - 1))
+    return [(int(i), float(s)) for s, i in zip(top.values, top.indices)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter-4 recipe and leaderboard row
+# ---------------------------------------------------------------------------------------------
+
+def shakespeare_char_vocab():
+    """The character vocabulary of the whole Shakespeare corpus (as the tour's bigram uses)."""
+    from ..data import load_shakespeare
+    from ..vocab import CharVocab
+
+    text = load_shakespeare()
+    return CharVocab.from_text(text.train + text.validation + text.test)
+
+
+RECIPE_CONFIG = MLPLMConfig(vocab_size=82, context=16, n_embd=24, n_hidden=512)
+RECIPE_TRAIN = dict(steps=3000, lr=3e-3, warmup_steps=100, eval_every=250, weight_decay=0.01,
+                    autocast="auto")  # batch 64 x 64 positions; bf16 where the CPU has it
+
+
+def train_mlp_shakespeare(progress: bool = True) -> tuple[MLPLM, dict]:
+    """The chapter-4 character MLP LM on the Shakespeare training split (seed 0, CPU)."""
+    from ..data import load_shakespeare
+    from ..device import seed_everything
+    from ..train import LMBatches, sequential_lm_batches, train
+
+    seed_everything(0)
+    text = load_shakespeare()
+    vocab = shakespeare_char_vocab()
+    if len(vocab) != RECIPE_CONFIG.vocab_size:
+        raise ValueError(f"the corpus has {len(vocab)} characters, the recipe expects "
+                         f"{RECIPE_CONFIG.vocab_size}")
+    model = MLPLM(RECIPE_CONFIG)
+    history = train(model, LMBatches(vocab.encode_tensor(text.train), 64, 64, seed=0),
+                    val_data=sequential_lm_batches(vocab.encode_tensor(text.validation), 64, 64,
+                                                   max_batches=40),
+                    progress=progress, device=torch.device("cpu"), **RECIPE_TRAIN)
+    metadata = {"vocab": vocab.itos, "history": history.to_dict(),
+                "metrics": {"val_loss": history.final_val_loss}}
+    return model, metadata
+
+
+def score_mlp_shakespeare():
+    """Leaderboard row: the shipped ``ch04-mlp-shakespeare`` model on the Shakespeare test split."""
+    from dataclasses import replace
+
+    from ..hub import load_pretrained
+    from ..leaderboard import score_char_model
+    from ..vocab import CharVocab
+
+    model = load_pretrained("ch04-mlp-shakespeare", progress=False)
+    vocab = CharVocab(model.checkpoint_metadata["vocab"])
+    score = score_char_model(model, vocab.encode, block_size=256)
+    return replace(score, notes=f"Bengio MLP, context {model.config.context} chars")
