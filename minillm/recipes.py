@@ -21,6 +21,8 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("tour-bigram", "minillm.models.bigram_recipe:train_tour_bigram",
            "ch00 tour: character bigram LM on Shakespeare (seconds on a CPU)"),
+    Recipe("ch06-seq2seq-en-es", "minillm.models.seq2seq:train_en_es_recipe",
+           "ch06: GRU encoder-decoder with additive attention, English->Spanish verses"),
     Recipe("ch04-mlp-shakespeare", "minillm.models.mlp_lm:train_mlp_shakespeare",
            "ch04: Bengio MLP character LM on Shakespeare (context 16)"),
     Recipe("ch05-lstm-shakespeare", "minillm.models.char_rnn:train_lstm_shakespeare",

@@ -1,0 +1,194 @@
+"""Decoding as search: batched greedy decoding and beam search over any model's *step function*.
+
+Every autoregressive model — a GRU decoder, T5's decoder, GPT — can be driven one token at a time by
+
+    step_fn(prefix, state) -> (logits, new_state)
+
+where ``prefix`` (N, t) holds the ids chosen so far (column 0 is the start token), ``state`` is
+whatever the model carries between steps (encoder memory, a GRU hidden state, a key/value cache) and
+``logits`` (N, V) scores the next token of each row. The searches below never look inside ``state``:
+beam search only *reorders its rows* when hypotheses are pruned, with :func:`reorder_state` (index
+dim 0 of every tensor in a nested tuple/list/dict) or a ``reorder_fn`` the model supplies.
+
+A hypothesis' *model score* is the sum of its tokens' log-probabilities, end-of-sequence included.
+Beam search ranks hypotheses by ``score / length ** length_penalty`` (the length normalization of
+Wu et al., 2016, in the simple form Hugging Face ``generate`` uses): with ``length_penalty=0`` it
+maximises the raw score, which favours short outputs; 1.0 compares the average log-probability per
+token. A finished hypothesis stays in its beam slot and is only extended by padding at log-prob 0,
+so ``num_beams=1`` is exactly greedy decoding.
+
+Shape letters: B batch (sentences), K beams per sentence, N rows (B or B*K), t steps so far,
+V vocabulary, L generated length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+State = Any
+StepFn = Callable[[torch.Tensor, State], tuple[torch.Tensor, State]]
+ReorderFn = Callable[[State, torch.Tensor], State]
+
+
+@dataclass
+class SearchOutput:
+    """What a search returns, one row per input sentence."""
+
+    sequences: torch.Tensor  # (B, L) generated ids (start token excluded), pad_id after end-of-sequence
+    scores: torch.Tensor  # (B,) model score: sum of token log-probs (fp32)
+    lengths: torch.Tensor  # (B,) generated tokens per row, end-of-sequence included
+
+    @property
+    def normalized_scores(self) -> torch.Tensor:
+        """Average log-probability per generated token, (B,)."""
+        return self.scores / self.lengths.clamp(min=1).float()
+
+    def tokens(self, row: int) -> list[int]:
+        """The ids of ``row`` up to (not including) end-of-sequence or padding."""
+        return self.sequences[row, : int(self.lengths[row])].tolist()
+
+
+def reorder_state(state: State, index: torch.Tensor) -> State:
+    """Select rows ``index`` (dim 0) of every tensor in a (nested) tuple/list/dict ``state``."""
+    if isinstance(state, torch.Tensor):
+        return state.index_select(0, index.to(state.device))
+    if isinstance(state, dict):
+        return {k: reorder_state(v, index) for k, v in state.items()}
+    if isinstance(state, (tuple, list)):
+        return type(state)(reorder_state(v, index) for v in state)
+    return state  # None, ints, configs: shared by every row
+
+
+def beam_step(beam_scores: torch.Tensor, log_probs: torch.Tensor, k: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of beam search: the ``k`` best one-token extensions of each sentence's beams.
+
+    Args:
+        beam_scores: (B, K) scores of the current hypotheses.
+        log_probs: (B, K, V) next-token log-probabilities (or any additive scores) of each hypothesis.
+        k: how many extensions to keep per sentence.
+    Returns:
+        scores (B, k), beam_index (B, k) (which hypothesis each came from), token (B, k); best first.
+    """
+    if beam_scores.dim() != 2 or log_probs.dim() != 3 or log_probs.shape[:2] != beam_scores.shape:
+        raise ValueError(f"expected beam_scores (B, K) and log_probs (B, K, V), got "
+                         f"{tuple(beam_scores.shape)} and {tuple(log_probs.shape)}")
+    B, K, V = log_probs.shape
+    if not 1 <= k <= K * V:
+        raise ValueError(f"k must be in [1, K*V={K * V}], got {k}")
+    cand = (beam_scores.unsqueeze(-1) + log_probs).reshape(B, K * V)  # (B, K*V)
+    scores, flat = cand.topk(k, dim=1)  # (B, k)
+    return scores, flat // V, flat % V
+
+
+def _check_args(batch_size: int, max_new_tokens: int, **ids: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    for name, value in ids.items():
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int token id, got {value!r}")
+
+
+def _log_probs(logits: torch.Tensor, n_rows: int) -> torch.Tensor:
+    if logits.dim() != 2 or logits.size(0) != n_rows:
+        raise ValueError(f"step_fn must return logits of shape (N={n_rows}, V), got {tuple(logits.shape)}")
+    return F.log_softmax(logits.float(), dim=-1)  # fp32: sums of many log-probs need the precision
+
+
+@torch.no_grad()
+def greedy_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, eos_id: int,
+                  max_new_tokens: int, pad_id: int = 0,
+                  device: torch.device | str | None = None) -> SearchOutput:
+    """Pick the most likely next token at every step, for ``batch_size`` rows at once.
+
+    Args:
+        step_fn: ``step_fn(prefix (B, t), state) -> (logits (B, V), state)``.
+        state: the model's initial state for the B rows.
+        bos_id / eos_id / pad_id: start token fed first; token that ends a row; filler after the end.
+        max_new_tokens: stop after this many tokens even if some rows have not ended.
+    """
+    _check_args(batch_size, max_new_tokens, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+    B = batch_size
+    prefix = torch.full((B, 1), bos_id, dtype=torch.long, device=device)  # (B, 1)
+    scores = torch.zeros(B, device=device)
+    lengths = torch.zeros(B, dtype=torch.long, device=device)
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    for _ in range(max_new_tokens):
+        logits, state = step_fn(prefix, state)
+        logp = _log_probs(logits, B)  # (B, V)
+        token = logp.argmax(dim=-1)  # (B,)
+        token_logp = logp.gather(1, token[:, None]).squeeze(1)  # (B,)
+        scores += torch.where(finished, torch.zeros_like(token_logp), token_logp)
+        lengths += (~finished).long()
+        token = torch.where(finished, torch.full_like(token, pad_id), token)
+        prefix = torch.cat([prefix, token[:, None]], dim=1)  # (B, t+1)
+        finished |= token == eos_id
+        if bool(finished.all()):
+            break
+    return SearchOutput(prefix[:, 1:], scores, lengths)
+
+
+@torch.no_grad()
+def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, eos_id: int,
+                max_new_tokens: int, num_beams: int = 4, length_penalty: float = 1.0,
+                pad_id: int = 0, reorder_fn: ReorderFn = reorder_state,
+                expand_fn: ReorderFn = reorder_state,
+                device: torch.device | str | None = None) -> SearchOutput:
+    """Keep the ``num_beams`` best hypotheses of every sentence; return each sentence's best.
+
+    Candidates are ranked by ``score / length ** length_penalty``; the returned ``scores`` are the
+    raw model scores (sum of log-probs) of the chosen hypotheses.
+
+    Args:
+        step_fn: ``step_fn(prefix (N, t), state) -> (logits (N, V), state)`` with N = B * num_beams.
+        state: the model's initial state for the B sentences; ``expand_fn(state, index)`` repeats
+            each sentence's rows num_beams times once, ``reorder_fn(state, rows)`` then picks the
+            surviving rows after every step (both default to :func:`reorder_state`; a model whose
+            state holds per-sentence data such as encoder memory can skip reordering it, since
+            beams never move between sentences).
+        num_beams: hypotheses kept per sentence (1 = greedy decoding).
+        length_penalty: exponent of the length normalization (0 = raw log-probability).
+    """
+    _check_args(batch_size, max_new_tokens, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+    if not isinstance(num_beams, int) or num_beams < 1:
+        raise ValueError(f"num_beams must be an int >= 1, got {num_beams!r}")
+    B, K = batch_size, num_beams
+    N = B * K
+    state = expand_fn(state, torch.arange(B, device=device).repeat_interleave(K))  # rows b*K .. b*K+K-1
+    prefix = torch.full((N, 1), bos_id, dtype=torch.long, device=device)  # (N, 1)
+    beam_scores = torch.zeros(B, K, device=device)
+    beam_scores[:, 1:] = float("-inf")  # all beams start identical: let only the first one expand
+    lengths = torch.zeros(N, dtype=torch.long, device=device)
+    finished = torch.zeros(N, dtype=torch.bool, device=device)
+    offsets = (torch.arange(B, device=device) * K)[:, None]  # (B, 1) first row of each sentence
+    for _ in range(max_new_tokens):
+        logits, state = step_fn(prefix, state)
+        logp = _log_probs(logits, N)  # (N, V)
+        V = logp.size(-1)
+        if bool(finished.any()):  # a finished hypothesis continues only with padding, at no cost
+            done_row = torch.full((V,), float("-inf"), device=logp.device)
+            done_row[pad_id] = 0.0
+            logp = torch.where(finished[:, None], done_row, logp)
+        new_len = lengths + (~finished).long()  # (N,)
+        norm = new_len.clamp(min=1).float().pow(length_penalty)  # (N,)
+        # rank by normalized score: divide cumulative scores by each row's new length
+        ranked, beam_idx, token = beam_step((beam_scores.reshape(N) / norm).view(B, K),
+                                            (logp / norm[:, None]).view(B, K, V), K)
+        rows = (offsets + beam_idx).reshape(N)  # (N,) which old row each new hypothesis extends
+        beam_scores = (beam_scores.reshape(N)[rows] + logp[rows, token.reshape(N)]).view(B, K)
+        token = token.reshape(N)
+        prefix = torch.cat([prefix[rows], token[:, None]], dim=1)  # (N, t+1)
+        lengths = new_len[rows]
+        finished = finished[rows] | (token == eos_id)
+        state = reorder_fn(state, rows)
+        if bool(finished.all()):
+            break
+    final = beam_scores / lengths.view(B, K).clamp(min=1).float().pow(length_penalty)  # (B, K)
+    best = offsets.squeeze(1) + final.argmax(dim=1)  # (B,) row of each sentence's winner
+    return SearchOutput(prefix[best, 1:], beam_scores.reshape(N)[best], lengths[best])
