@@ -45,6 +45,7 @@ ROWS: list[Row] = [
     Row("char 7-gram, modified Kneser-Ney", 1, "minillm.ngram:leaderboard_mkn7"),
     Row("char MLP (Bengio), context 16", 4, "minillm.models.mlp_lm:score_mlp_shakespeare"),
     Row("char LSTM, 2 layers", 5, "minillm.models.char_rnn:score_lstm_shakespeare"),
+    Row("char GPT, 4 layers", 8, "minillm.models.gpt_recipe:score_gpt_shakespeare"),
 ]
 
 

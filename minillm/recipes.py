@@ -27,4 +27,6 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "ch04: Bengio MLP character LM on Shakespeare (context 16)"),
     Recipe("ch05-lstm-shakespeare", "minillm.models.char_rnn:train_lstm_shakespeare",
            "ch05: 2-layer character LSTM on Shakespeare"),
+    Recipe("ch08-gpt-shakespeare", "minillm.models.gpt_recipe:train_gpt_shakespeare",
+           "ch08: 4-layer character GPT (width 128, context 128) on Shakespeare"),
 ]}

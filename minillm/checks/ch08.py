@@ -1,0 +1,110 @@
+"""Checks for chapter 8's exercises (GPT): causal attention, temperature, top-p, a KV-cache update."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import Case, CheckResult, compare, run_check
+
+
+def _ref_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    T = q.size(-2)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v
+
+
+def check_causal_attention(fn) -> CheckResult:
+    """``fn(q, k, v)`` with q, k, v of shape (B, nh, T, hs) → softmax(q kᵀ/√hs + causal mask) v."""
+    g = torch.Generator().manual_seed(0)
+    cases = [
+        Case((torch.randn(1, 1, 1, 4, generator=g),) * 3, description="one token attends to itself"),
+        Case(tuple(torch.randn(2, 3, 6, 8, generator=g) for _ in range(3)),
+             description="B=2, 3 heads, T=6, hs=8"),
+        Case(tuple(torch.randn(1, 2, 5, 16, generator=g) * 4 for _ in range(3)),
+             description="large scores: the 1/sqrt(hs) scale matters"),
+    ]
+    return run_check("causal_attention", fn, _ref_causal_attention, cases, atol=1e-5,
+                     hint="scores = q @ k.transpose(-2, -1) / sqrt(hs); set scores above the "
+                          "diagonal to -inf (torch.ones(T, T).tril()), softmax over the last dim, @ v")
+
+
+def _ref_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+def check_softmax_with_temperature(fn) -> CheckResult:
+    """``fn(logits, temperature)`` → probabilities softmax(logits / temperature) over the last dim."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 10, generator=g) * 2
+    cases = [
+        Case((logits, 1.0), description="temperature 1: plain softmax"),
+        Case((logits, 0.5), description="temperature 0.5: sharper"),
+        Case((logits, 3.0), description="temperature 3: flatter"),
+        Case((torch.tensor([100.0, 99.0, 0.0]), 0.1), description="large logits must not overflow"),
+    ]
+    return run_check("softmax_with_temperature", fn, _ref_temperature, cases, atol=1e-6,
+                     hint="divide the logits by the temperature, then torch.softmax(..., dim=-1)")
+
+
+def _ref_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    before = probs.cumsum(-1) - probs
+    drop = before >= p
+    drop[..., 0] = False
+    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+
+
+def _compare_filtered(expected, got, **kw) -> str | None:
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+        return compare(expected, got, **kw)
+    kept_e, kept_g = expected.isfinite(), got.isfinite()
+    if not torch.equal(kept_e, kept_g):
+        return (f"kept tokens differ: expected to keep {kept_e.sum(-1).tolist()} per row, "
+                f"kept {kept_g.sum(-1).tolist()}")
+    return compare(expected[kept_e], got[kept_g], **kw)
+
+
+def check_top_p_filter(fn) -> CheckResult:
+    """``fn(logits, p)`` → logits with -inf for the tokens outside the top-p nucleus."""
+    g = torch.Generator().manual_seed(2)
+    simple = torch.log(torch.tensor([[0.05, 0.5, 0.15, 0.3]]))
+    cases = [
+        Case((simple, 0.5), description="probabilities .05 .5 .15 .3, p=0.5: only the 0.5 token"),
+        Case((simple, 0.7), description="p=0.7: the 0.5 and 0.3 tokens"),
+        Case((simple, 0.01), description="tiny p: the most likely token is always kept"),
+        Case((simple, 1.0), description="p=1: keep everything"),
+        Case((torch.randn(4, 30, generator=g) * 2, 0.9), description="4 random rows, p=0.9"),
+    ]
+    return run_check("top_p_filter", fn, _ref_top_p, cases, compare_fn=_compare_filtered,
+                     hint="sort descending, softmax, cumsum; drop a token when the probability of the "
+                          "tokens before it already reaches p; keep the first; scatter back to the "
+                          "original order and masked_fill with -inf")
+
+
+def _ref_kv_append(cache_k, cache_v, k, v, length):
+    end = length + k.size(2)
+    cache_k[:, :, length:end] = k
+    cache_v[:, :, length:end] = v
+    return cache_k[:, :, :end], cache_v[:, :, :end]
+
+
+def check_kv_cache_append(fn) -> CheckResult:
+    """``fn(cache_k, cache_v, k, v, length)`` writes k, v (B, nh, T, hs) at positions
+    length..length+T-1 of the (B, nh, max_len, hs) caches and returns the filled prefixes."""
+    g = torch.Generator().manual_seed(3)
+
+    def case(B, nh, max_len, hs, length, T, description):
+        ck, cv = torch.randn(B, nh, max_len, hs, generator=g), torch.randn(B, nh, max_len, hs, generator=g)
+        k, v = torch.randn(B, nh, T, hs, generator=g), torch.randn(B, nh, T, hs, generator=g)
+        return Case((ck, cv, k, v, length), description=description)
+
+    cases = [case(1, 2, 8, 4, 0, 3, "empty cache, a 3-token prompt"),
+             case(2, 3, 10, 4, 5, 1, "one new token after 5 cached"),
+             case(1, 1, 6, 2, 5, 1, "the last free slot")]
+    return run_check("kv_cache_append", fn, _ref_kv_append, cases,
+                     hint="cache_k[:, :, length:length + T] = k (same for v), then return "
+                          "cache_k[:, :, :length + T] and cache_v[:, :, :length + T]")

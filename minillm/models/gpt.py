@@ -1,0 +1,450 @@
+"""GPT: a decoder-only Transformer language model (GPT-1 post-LN or GPT-2 pre-LN), built for speed.
+
+The model predicts every next token of a sequence at once; a causal mask stops position t from
+seeing positions after t (Radford et al., 2018 and 2019). Parameter names follow Hugging Face's
+``GPT2LMHeadModel`` (``transformer.wte``, ``transformer.h.{i}.attn.c_attn``, ``lm_head`` ...), so
+importing GPT-2 weights is a key-for-key copy plus one transpose list (HF stores its four projection
+matrices as ``Conv1D`` with shape (in, out); we use ``nn.Linear``, shape (out, in)).
+
+Fast paths: one fused q/k/v projection, ``scaled_dot_product_attention`` with ``is_causal``, a fused
+tanh-GELU, and a preallocated key/value cache for generation (no per-step concatenation).
+
+Shape letters: B batch, T time (tokens in this call), L tokens already in the cache, C channels
+(n_embd), nh heads, hs head size (C // nh), V vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..sampling import check_temperature, check_top_k, check_top_p, sample_next
+
+ACTIVATIONS = ("gelu_tanh", "gelu_new", "gelu")
+# HF GPT-2 Conv1D weights, stored (in, out): transposed when copied into our nn.Linear (out, in)
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+@dataclass
+class GPTConfig:
+    """Sizes and switches of a :class:`GPT`. Named sizes are the classmethods below."""
+
+    vocab_size: int = 65  # tokens (65 = Shakespeare characters)
+    block_size: int = 256  # context window: the most positions the model can see
+    n_layer: int = 6  # Transformer blocks
+    n_head: int = 6  # attention heads per block
+    n_embd: int = 384  # channels; must be divisible by n_head
+    dropout: float = 0.0  # on embeddings, attention weights and residual branches
+    bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2 has them)
+    pre_ln: bool = True  # True: GPT-2 (LayerNorm before each sublayer + final ln_f); False: GPT-1
+    tie_weights: bool = True  # lm_head shares its matrix with the token embedding wte
+    activation: str = "gelu_tanh"  # "gelu_tanh" (fused, fast), "gelu_new" (HF's op-by-op), "gelu"
+    layer_norm_eps: float = 1e-5  # LayerNorm epsilon (GPT-2: 1e-5)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+
+    @classmethod
+    def tiny(cls, **overrides) -> "GPTConfig":
+        """A model small enough for unit tests: 2 layers, width 32, context 32."""
+        return cls(**{**dict(block_size=32, n_layer=2, n_head=4, n_embd=32), **overrides})
+
+    @classmethod
+    def shakespeare_small(cls, **overrides) -> "GPTConfig":
+        """The shipped chapter-8 checkpoint: 4 layers, 4 heads, width 128, context 128 (~0.8M
+        parameters, ~3.3 MB in fp32; sized to train in minutes on a shared 2-core CPU)."""
+        return cls(**{**dict(vocab_size=65, block_size=128, n_layer=4, n_head=4, n_embd=128),
+                      **overrides})
+
+    @classmethod
+    def shakespeare_char(cls, **overrides) -> "GPTConfig":
+        """nanoGPT's Shakespeare-character size: 6 layers, 6 heads, width 384, context 256 (10.7M)."""
+        return cls(**{**dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384),
+                      **overrides})
+
+    @classmethod
+    def gpt2(cls, **overrides) -> "GPTConfig":
+        """OpenAI GPT-2 small: 12 layers, 12 heads, width 768, context 1024, 50257 tokens (124M)."""
+        return cls(**{**dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
+                      **overrides})
+
+
+def gelu_new(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's GELU, the tanh approximation written op by op (HF ``gelu_new``)."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q kᵀ / √hs + causal mask) v, written out: the slow twin of SDPA with is_causal.
+
+    q: (..., T, hs), k and v: (..., S, hs) with S >= T; query i sits at position S - T + i, so it sees
+    keys 0 .. S - T + i (this also covers a query block that follows a cache).
+    """
+    T, S = q.size(-2), k.size(-2)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (..., T, S)
+    allowed = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v  # (..., T, hs)
+
+
+class KVCache:
+    """Preallocated keys and values of every layer, for decoding one token at a time.
+
+    ``k`` and ``v`` have shape (n_layer, B, nh, max_len, hs); ``length`` counts the positions filled.
+    Each layer writes its new keys/values into place and reads the filled prefix, so a decoding step
+    costs no allocation and no concatenation.
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, max_len: int | None = None, *,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        max_len = max_len or config.block_size
+        hs = config.n_embd // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, max_len, hs)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+        self.max_len = max_len
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store (B, nh, T, hs) keys/values after the filled prefix; return all of them (B, nh, L+T, hs)."""
+        start, end = self.length, self.length + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"the cache holds {self.max_len} positions; cannot add {k.size(2)} "
+                             f"after {start}")
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows ``index`` (beam search: each surviving beam inherits its parent's cache)."""
+        self.k = self.k.index_select(1, index)
+        self.v = self.v.index_select(1, index)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with one fused q/k/v projection (HF: ``attn.c_attn``)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 × (B, T, C)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(layer, k, v)  # (B, nh, L+T, hs)
+        dropout = self.dropout if self.training else 0.0
+        if past == 0:  # the usual case: a whole sequence, causal mask
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        elif T == 1:  # one new token: it may look at every cached position
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        else:  # a block of new tokens after a cache: causal within the block
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C) heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward net: C → 4C → GELU → C."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+        self.activation = config.activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c_fc(x)  # (B, T, 4C)
+        if self.activation == "gelu_tanh":
+            h = F.gelu(h, approximate="tanh")  # one fused kernel; within ~3e-6 of gelu_new
+        elif self.activation == "gelu_new":
+            h = gelu_new(h)
+        else:
+            h = F.gelu(h)
+        return self.dropout(self.c_proj(h))
+
+
+class Block(nn.Module):
+    """One Transformer block. Pre-LN (GPT-2): x + f(LN(x)). Post-LN (GPT-1): LN(x + f(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.pre_ln = config.pre_ln
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        if self.pre_ln:
+            x = x + self.attn(self.ln_1(x), cache, layer)
+            return x + self.mlp(self.ln_2(x))
+        x = self.ln_1(x + self.attn(x, cache, layer))
+        return self.ln_2(x + self.mlp(x))
+
+
+class GPT(nn.Module):
+    """A GPT language model: token ids (B, T) → next-token logits (B, T, V)."""
+
+    config_class = GPTConfig
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+            # GPT-1 (post-LN) ends with a normalised block already; GPT-2 adds a final LayerNorm
+            ln_f=(nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+                  if config.pre_ln else nn.Identity()),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight  # one matrix for input and output
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/√(2·n_layer)
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count (a tied matrix counted once); optionally without the position table."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def _check_ids(self, idx: torch.Tensor, past: int = 0) -> None:
+        if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int64, torch.int32):
+            what = idx.dtype if isinstance(idx, torch.Tensor) else type(idx).__name__
+            raise TypeError(f"token ids must be an int64/int32 tensor of shape (B, T), got {what}")
+        if idx.dim() != 2:
+            raise ValueError(f"token ids must have shape (B, T), got shape {tuple(idx.shape)}")
+        if past + idx.size(1) > self.config.block_size:
+            raise ValueError(f"sequence of {past + idx.size(1)} tokens is longer than the context "
+                             f"window block_size={self.config.block_size}")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
+            raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got values in "
+                             f"[{int(idx.min())}, {int(idx.max())}]")
+
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """(B, T) ids → (B, T, C) final hidden states; with a cache, positions continue after it."""
+        past = cache.length if cache is not None else 0
+        T = idx.size(1)
+        pos = self.transformer.wpe.weight[past:past + T]  # (T, C) positions past .. past+T-1
+        x = self.transformer.drop(self.transformer.wte(idx) + pos)  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.length += T
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """(B, T) token ids → (B, T, V) logits. Ids must lie in [0, vocab_size) and fit the context."""
+        self._check_ids(idx, cache.length if cache is not None else 0)
+        return self.lm_head(self.hidden_states(idx, cache))
+
+    # ---------------------------------------------------------------- generation
+
+    @torch.inference_mode()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, *, do_sample: bool = False,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 num_beams: int = 1, use_cache: bool = True,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Continue the prompts ``idx`` (B, T) by ``max_new_tokens`` tokens; returns (B, T + new).
+
+        Arguments mirror Hugging Face ``generate``: greedy by default; ``do_sample=True`` samples
+        after ``temperature``, ``top_k`` and ``top_p`` filtering; ``num_beams > 1`` runs beam search
+        (highest total log-probability; no end-of-text token, so all beams have the same length).
+        ``use_cache=False`` recomputes the whole sequence every step (the slow twin of the cache).
+        Past the context window the model sees the last ``block_size`` tokens; with learned absolute
+        positions the cache cannot slide, so those steps recompute the window.
+        """
+        self._check_ids(idx)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        check_temperature(temperature)
+        check_top_k(top_k)
+        check_top_p(top_p)
+        if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
+            raise ValueError(f"num_beams must be an int >= 1, got {num_beams!r}")
+        if idx.size(1) == 0:
+            raise ValueError("the prompt must hold at least one token")
+        if num_beams > 1:
+            if do_sample:
+                raise ValueError("beam search is deterministic: use num_beams > 1 with do_sample=False")
+            return self._beam_search(idx, max_new_tokens, num_beams)
+        if max_new_tokens == 0:
+            return idx
+        pick = dict(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                    generator=generator)
+        B, T0 = idx.shape
+        out = torch.empty(B, T0 + max_new_tokens, dtype=idx.dtype, device=idx.device)
+        out[:, :T0] = idx
+        block = self.config.block_size
+        cache = KVCache(self.config, B, device=idx.device,
+                        dtype=self.transformer.wte.weight.dtype) if use_cache else None
+        length = T0
+        for _ in range(max_new_tokens):
+            if cache is not None and length <= block:
+                new = out[:, cache.length:length]  # the prompt first, then one token per step
+                h = self.hidden_states(new, cache)[:, -1]  # (B, C) the last position only
+            else:  # no cache, or the window slid past it (learned positions cannot shift)
+                h = self.hidden_states(out[:, max(0, length - block):length])[:, -1]
+            logits = self.lm_head(h)  # (B, V)
+            out[:, length:length + 1] = sample_next(logits, **pick)
+            length += 1
+        return out
+
+    def _beam_search(self, idx: torch.Tensor, max_new_tokens: int, num_beams: int) -> torch.Tensor:
+        """Beam search with a cache whose rows follow their beams; returns the best beam per prompt."""
+        B, T0 = idx.shape
+        if T0 + max_new_tokens - 1 > self.config.block_size:
+            raise ValueError(f"beam search needs prompt + max_new_tokens - 1 <= block_size "
+                             f"({T0} + {max_new_tokens} - 1 > {self.config.block_size})")
+        if max_new_tokens == 0:
+            return idx
+        V = self.config.vocab_size
+        seqs = idx.repeat_interleave(num_beams, dim=0)  # (B·k, T0) every beam starts as the prompt
+        cache = KVCache(self.config, B * num_beams, device=idx.device,
+                        dtype=self.transformer.wte.weight.dtype)
+        scores = torch.zeros(B, num_beams, device=idx.device)
+        scores[:, 1:] = float("-inf")  # identical beams at the start: only the first may expand
+        new = seqs
+        for _ in range(max_new_tokens):
+            logits = self.lm_head(self.hidden_states(new, cache)[:, -1]).float()  # (B·k, V)
+            logp = torch.log_softmax(logits, dim=-1).view(B, num_beams, V)
+            total = (scores.unsqueeze(-1) + logp).view(B, num_beams * V)  # (B, k·V)
+            scores, flat = total.topk(num_beams, dim=-1)  # (B, k) best continuations, best first
+            parent = flat // V + torch.arange(B, device=idx.device).unsqueeze(1) * num_beams
+            token = (flat % V).view(-1, 1)  # (B·k, 1)
+            seqs = torch.cat([seqs[parent.view(-1)], token], dim=1)
+            cache.reorder(parent.view(-1))
+            new = token
+        return seqs.view(B, num_beams, -1)[:, 0]  # topk is sorted: beam 0 is the best
+
+    # ---------------------------------------------------------------- Hugging Face GPT-2 weights
+
+    @classmethod
+    def config_from_hf(cls, hf_config) -> GPTConfig:
+        """A :class:`GPTConfig` from a ``transformers.GPT2Config`` (or its dict)."""
+        c = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
+        n_embd = c["n_embd"]
+        if c.get("n_inner") not in (None, 4 * n_embd):
+            raise ValueError(f"n_inner={c['n_inner']} is not supported (only 4 * n_embd)")
+        for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
+            if c.get(flag):
+                raise ValueError(f"GPT-2 option {flag}=True is not supported")
+        if not c.get("scale_attn_weights", True):
+            raise ValueError("scale_attn_weights=False is not supported")
+        act = {"gelu_new": "gelu_new", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
+        if c.get("activation_function", "gelu_new") not in act:
+            raise ValueError(f"activation_function {c['activation_function']!r} is not supported; "
+                             f"expected one of {sorted(act)}")
+        return GPTConfig(vocab_size=c["vocab_size"], block_size=c["n_positions"],
+                         n_layer=c["n_layer"], n_head=c["n_head"], n_embd=n_embd, dropout=0.0,
+                         bias=True, pre_ln=True, tie_weights=c.get("tie_word_embeddings", True),
+                         activation=act[c.get("activation_function", "gelu_new")],
+                         layer_norm_eps=c.get("layer_norm_epsilon", 1e-5))
+
+    def load_hf_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy a GPT-2 state dict (with or without the ``transformer.`` prefix) into this model."""
+        state = {(k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v
+                 for k, v in state.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+        if "lm_head.weight" not in state:
+            if not self.config.tie_weights:
+                raise ValueError("the GPT-2 weights lack lm_head.weight and the config is untied")
+            state["lm_head.weight"] = state["transformer.wte.weight"]
+        ours = self.state_dict()
+        missing, unexpected = sorted(set(ours) - set(state)), sorted(set(state) - set(ours))
+        if missing or unexpected:
+            raise ValueError(f"GPT-2 weights do not fit: missing {missing[:8]}, unexpected {unexpected[:8]}")
+        with torch.no_grad():
+            for name, target in ours.items():
+                src = state[name]
+                if name.endswith(CONV1D_WEIGHTS):
+                    src = src.t()  # Conv1D (in, out) → Linear (out, in)
+                if src.shape != target.shape:
+                    raise ValueError(f"{name}: GPT-2 shape {tuple(src.shape)} vs ours {tuple(target.shape)}")
+                target.copy_(src)
+
+    @classmethod
+    def from_hf(cls, model) -> "GPT":
+        """A :class:`GPT` holding the weights of a ``transformers.GPT2LMHeadModel`` (eval mode)."""
+        gpt = cls(cls.config_from_hf(model.config))
+        gpt.load_hf_state_dict(model.state_dict())
+        return gpt.eval()
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> "GPT":
+        """Load a Hugging Face GPT-2 directory (``config.json`` + ``model.safetensors``)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in ("config.json", "model.safetensors"):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory} has no {name}: expected a Hugging Face GPT-2 "
+                                        "directory (config.json + model.safetensors)")
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        if config.get("model_type", "gpt2") != "gpt2":
+            raise ValueError(f"{directory} holds a {config.get('model_type')!r} model, expected 'gpt2'")
+        gpt = cls(cls.config_from_hf(config))
+        gpt.load_hf_state_dict(load_file(str(directory / "model.safetensors")))
+        return gpt.eval()
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write a Hugging Face GPT-2 directory that ``GPT2LMHeadModel.from_pretrained`` can load."""
+        from safetensors.torch import save_file
+
+        c = self.config
+        if not (c.pre_ln and c.bias):
+            raise ValueError("only GPT-2-style models (pre_ln=True, bias=True) can be saved for HF")
+        act = {"gelu_new": "gelu_new", "gelu_tanh": "gelu_pytorch_tanh", "gelu": "gelu"}[c.activation]
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for name, t in self.state_dict().items():
+            if name == "lm_head.weight" and c.tie_weights:
+                continue
+            tensors[name] = (t.t() if name.endswith(CONV1D_WEIGHTS) else t).contiguous().cpu()
+        save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        hf = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=c.vocab_size,
+                  n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
+                  n_inner=None, activation_function=act, layer_norm_epsilon=c.layer_norm_eps,
+                  resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout,
+                  tie_word_embeddings=c.tie_weights, bos_token_id=None, eos_token_id=None)
+        (directory / "config.json").write_text(json.dumps(hf, indent=2), encoding="utf-8")
+        return directory
