@@ -29,7 +29,7 @@ def _bare_loop(model: nn.Module, batches: LMBatches, steps: int) -> float:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        float(loss)  # the same host sync minillm.train does for logging
+        float(loss.detach())  # the same host sync minillm.train does for logging
     return time.perf_counter() - t
 
 
