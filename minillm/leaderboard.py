@@ -96,6 +96,19 @@ def score_char_model(model: nn.Module, encode: Callable[[str], list[int]], *, bl
     return Score(bits_per_char(total, count), count, params)
 
 
+def score_shipped_char_model(name: str, *, block_size: int | None = None, notes: str = "") -> Score:
+    """Score the hand-off model ``name`` (``minillm.hub``) whose checkpoint metadata holds its
+    character vocabulary; ``block_size`` defaults to the model's own context window."""
+    from .hub import load_pretrained
+    from .vocab import CharVocab
+
+    model = load_pretrained(name, progress=False)
+    vocab = CharVocab(model.checkpoint_metadata["vocab"])
+    block_size = block_size or model.config.block_size
+    score = score_char_model(model, vocab.encode, block_size=block_size)
+    return Score(score.bpc, score.n_chars, score.params, notes)
+
+
 def score_row(row: Row) -> Score:
     module, _, func = row.scorer.partition(":")
     return getattr(importlib.import_module(module), func)()

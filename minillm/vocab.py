@@ -43,3 +43,12 @@ class CharVocab:
 
     def __repr__(self) -> str:
         return f"CharVocab({len(self)} characters)"
+
+
+def shakespeare_char_vocab() -> CharVocab:
+    """The character vocabulary of the whole shipped Shakespeare corpus (all three splits, sorted),
+    shared by every character model of the course so their checkpoints and scores line up."""
+    from .data import load_shakespeare
+
+    text = load_shakespeare()
+    return CharVocab.from_text(text.train + text.validation + text.test)

@@ -205,14 +205,14 @@ def test_bad_input_errors():
 
 def test_shipped_checkpoint_loads_through_hub():
     from minillm.hub import load_pretrained, shipped_path
-    from minillm.models.gpt_recipe import shakespeare_vocab
+    from minillm.vocab import shakespeare_char_vocab
     from minillm.data import load_shakespeare
     from minillm.train import evaluate, sequential_lm_batches
 
     model = load_pretrained("ch08-gpt-shakespeare", progress=False)
     assert isinstance(model, GPT)
     assert model.checkpoint_source == str(shipped_path("ch08-gpt-shakespeare"))
-    vocab = shakespeare_vocab()
+    vocab = shakespeare_char_vocab()
     assert model.checkpoint_metadata["vocab"] == vocab.itos
     assert len(model.checkpoint_metadata["history"]["train_loss"]) > 0
     val = vocab.encode_tensor(load_shakespeare().validation)

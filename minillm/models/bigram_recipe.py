@@ -7,7 +7,7 @@ import torch
 from ..data import load_shakespeare
 from ..device import seed_everything
 from ..train import LMBatches, sequential_lm_batches, train
-from ..vocab import CharVocab
+from ..vocab import shakespeare_char_vocab
 from .bigram import BigramConfig, BigramLM
 
 
@@ -15,7 +15,7 @@ def train_tour_bigram(progress: bool = True) -> tuple[BigramLM, dict]:
     """300 AdamW steps of a character bigram model on the Shakespeare training split (seed 0)."""
     seed_everything(0)
     text = load_shakespeare()
-    vocab = CharVocab.from_text(text.train + text.validation + text.test)
+    vocab = shakespeare_char_vocab()
     train_ids = vocab.encode_tensor(text.train)
     val_ids = vocab.encode_tensor(text.validation)
     model = BigramLM(BigramConfig(vocab_size=len(vocab)))

@@ -124,7 +124,7 @@ def train_lstm_shakespeare(progress: bool = True) -> tuple[CharRNN, dict]:
     from ..data import load_shakespeare
     from ..device import seed_everything
     from ..train import LMBatches, sequential_lm_batches, train
-    from .mlp_lm import shakespeare_char_vocab
+    from ..vocab import shakespeare_char_vocab
 
     seed_everything(0)
     text = load_shakespeare()
@@ -144,13 +144,7 @@ def train_lstm_shakespeare(progress: bool = True) -> tuple[CharRNN, dict]:
 
 def score_lstm_shakespeare():
     """Leaderboard row: the shipped ``ch05-lstm-shakespeare`` model on the Shakespeare test split."""
-    from dataclasses import replace
+    from ..leaderboard import score_shipped_char_model
 
-    from ..hub import load_pretrained
-    from ..leaderboard import score_char_model
-    from ..vocab import CharVocab
-
-    model = load_pretrained("ch05-lstm-shakespeare", progress=False)
-    vocab = CharVocab(model.checkpoint_metadata["vocab"])
-    score = score_char_model(model, vocab.encode, block_size=256)
-    return replace(score, notes="2-layer LSTM, 256 units; windows of 256 chars, no carried state")
+    return score_shipped_char_model("ch05-lstm-shakespeare", block_size=256,
+                                    notes="2-layer LSTM, 256 units; windows of 256 chars, no carried state")

@@ -14,7 +14,7 @@ import torch
 from ..data import load_shakespeare
 from ..device import seed_everything
 from ..train import LMBatches, TrainConfig, sequential_lm_batches, train
-from ..vocab import CharVocab
+from ..vocab import CharVocab, shakespeare_char_vocab
 from .gpt import GPT, GPTConfig
 
 RECIPE_NAME = "ch08-gpt-shakespeare"
@@ -23,17 +23,11 @@ RECIPE_TRAIN = TrainConfig(steps=1500, lr=3e-3, min_lr=3e-4, warmup_steps=100, w
 RECIPE_BATCH = 32
 
 
-def shakespeare_vocab() -> CharVocab:
-    """The character vocabulary of the whole Shakespeare corpus (82 characters, sorted)."""
-    text = load_shakespeare()
-    return CharVocab.from_text(text.train + text.validation + text.test)
-
-
 def train_gpt_shakespeare(progress: bool = True) -> tuple[GPT, dict]:
     """Train the chapter-8 GPT from scratch (seed 0); returns (model, metadata)."""
     seed_everything(0)
     text = load_shakespeare()
-    vocab = shakespeare_vocab()
+    vocab = shakespeare_char_vocab()
     config = GPTConfig.shakespeare_small(vocab_size=len(vocab))
     model = GPT(config)
     block = config.block_size
@@ -61,10 +55,8 @@ def load_gpt_shakespeare() -> tuple[GPT, CharVocab]:
 
 def score_gpt_shakespeare():
     """Leaderboard scorer: bits/char of the shipped GPT on the Shakespeare test split."""
-    from ..leaderboard import score_char_model
+    from ..leaderboard import score_shipped_char_model
 
-    model, vocab = load_gpt_shakespeare()
-    score = score_char_model(model, vocab.encode, block_size=model.config.block_size)
-    c = model.config
-    return type(score)(score.bpc, score.n_chars, score.params,
-                       f"{c.n_layer} layers, width {c.n_embd}, context {c.block_size}")
+    c = GPTConfig.shakespeare_small()
+    return score_shipped_char_model(RECIPE_NAME, notes=f"{c.n_layer} layers, width {c.n_embd}, "
+                                                       f"context {c.block_size}")

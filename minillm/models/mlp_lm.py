@@ -194,15 +194,6 @@ def nearest_neighbours(weight: torch.Tensor, index: int, k: int = 5) -> list[tup
 # Chapter-4 recipe and leaderboard row
 # ---------------------------------------------------------------------------------------------
 
-def shakespeare_char_vocab():
-    """The character vocabulary of the whole Shakespeare corpus (as the tour's bigram uses)."""
-    from ..data import load_shakespeare
-    from ..vocab import CharVocab
-
-    text = load_shakespeare()
-    return CharVocab.from_text(text.train + text.validation + text.test)
-
-
 RECIPE_CONFIG = MLPLMConfig(vocab_size=82, context=16, n_embd=24, n_hidden=512)
 RECIPE_TRAIN = dict(steps=3000, lr=3e-3, warmup_steps=100, eval_every=250, weight_decay=0.01,
                     autocast="auto")  # batch 64 x 64 positions; bf16 where the CPU has it
@@ -213,6 +204,7 @@ def train_mlp_shakespeare(progress: bool = True) -> tuple[MLPLM, dict]:
     from ..data import load_shakespeare
     from ..device import seed_everything
     from ..train import LMBatches, sequential_lm_batches, train
+    from ..vocab import shakespeare_char_vocab
 
     seed_everything(0)
     text = load_shakespeare()
@@ -232,13 +224,7 @@ def train_mlp_shakespeare(progress: bool = True) -> tuple[MLPLM, dict]:
 
 def score_mlp_shakespeare():
     """Leaderboard row: the shipped ``ch04-mlp-shakespeare`` model on the Shakespeare test split."""
-    from dataclasses import replace
+    from ..leaderboard import score_shipped_char_model
 
-    from ..hub import load_pretrained
-    from ..leaderboard import score_char_model
-    from ..vocab import CharVocab
-
-    model = load_pretrained("ch04-mlp-shakespeare", progress=False)
-    vocab = CharVocab(model.checkpoint_metadata["vocab"])
-    score = score_char_model(model, vocab.encode, block_size=256)
-    return replace(score, notes=f"Bengio MLP, context {model.config.context} chars")
+    return score_shipped_char_model("ch04-mlp-shakespeare", block_size=256,
+                                    notes=f"Bengio MLP, context {RECIPE_CONFIG.context} chars")
