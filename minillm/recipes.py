@@ -8,6 +8,7 @@ changes, so stale cached checkpoints are retrained. Chapters add their entries h
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
@@ -30,3 +31,31 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("ch08-gpt-shakespeare", "minillm.models.gpt_recipe:train_gpt_shakespeare",
            "ch08: 4-layer character GPT (width 128, context 128) on Shakespeare"),
 ]}
+
+
+def train_shakespeare_char_recipe(build_model: Callable[[Any], Any], *, block_size: int,
+                                  batch_size: int, val_batches: int | None = None,
+                                  progress: bool = True,
+                                  config: Any = None, **train_overrides: Any) -> tuple[Any, dict]:
+    """The common shape of every Shakespeare character recipe: seed 0, the shared character
+    vocabulary, ``build_model(vocab)``, then ``minillm.train.train`` on random training windows
+    with a fixed validation set, on the CPU. Returns (model, metadata with vocab and history)."""
+    import torch
+
+    from .data import load_shakespeare
+    from .device import seed_everything
+    from .train import LMBatches, sequential_lm_batches, train
+    from .vocab import shakespeare_char_vocab
+
+    seed_everything(0)
+    text = load_shakespeare()
+    vocab = shakespeare_char_vocab()
+    model = build_model(vocab)
+    history = train(model, LMBatches(vocab.encode_tensor(text.train), block_size, batch_size, seed=0),
+                    config,
+                    val_data=sequential_lm_batches(vocab.encode_tensor(text.validation), block_size,
+                                                   batch_size, max_batches=val_batches),
+                    progress=progress, device=torch.device("cpu"), **train_overrides)
+    metadata = {"vocab": vocab.itos, "history": history.to_dict(),
+                "metrics": {"val_loss": history.final_val_loss}}
+    return model, metadata

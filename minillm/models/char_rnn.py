@@ -121,25 +121,16 @@ RECIPE_TRAIN = dict(steps=2500, lr=3e-3, warmup_steps=100, eval_every=250, weigh
 
 def train_lstm_shakespeare(progress: bool = True) -> tuple[CharRNN, dict]:
     """The chapter-5 two-layer character LSTM on the Shakespeare training split (seed 0, CPU)."""
-    from ..data import load_shakespeare
-    from ..device import seed_everything
-    from ..train import LMBatches, sequential_lm_batches, train
-    from ..vocab import shakespeare_char_vocab
+    from ..recipes import train_shakespeare_char_recipe
 
-    seed_everything(0)
-    text = load_shakespeare()
-    vocab = shakespeare_char_vocab()
-    if len(vocab) != RECIPE_CONFIG.vocab_size:
-        raise ValueError(f"the corpus has {len(vocab)} characters, the recipe expects "
-                         f"{RECIPE_CONFIG.vocab_size}")
-    model = CharRNN(RECIPE_CONFIG)
-    history = train(model, LMBatches(vocab.encode_tensor(text.train), 128, 32, seed=0),
-                    val_data=sequential_lm_batches(vocab.encode_tensor(text.validation), 128, 32,
-                                                   max_batches=20),
-                    progress=progress, device=torch.device("cpu"), **RECIPE_TRAIN)
-    metadata = {"vocab": vocab.itos, "history": history.to_dict(),
-                "metrics": {"val_loss": history.final_val_loss}}
-    return model, metadata
+    def build(vocab) -> CharRNN:
+        if len(vocab) != RECIPE_CONFIG.vocab_size:
+            raise ValueError(f"the corpus has {len(vocab)} characters, the recipe expects "
+                             f"{RECIPE_CONFIG.vocab_size}")
+        return CharRNN(RECIPE_CONFIG)
+
+    return train_shakespeare_char_recipe(build, block_size=128, batch_size=32, val_batches=20,
+                                         progress=progress, **RECIPE_TRAIN)
 
 
 def score_lstm_shakespeare():

@@ -9,12 +9,9 @@ Used by ``minillm.hub.load_pretrained("ch08-gpt-shakespeare")`` and the leaderbo
 
 from __future__ import annotations
 
-import torch
-
-from ..data import load_shakespeare
-from ..device import seed_everything
-from ..train import LMBatches, TrainConfig, sequential_lm_batches, train
-from ..vocab import CharVocab, shakespeare_char_vocab
+from ..recipes import train_shakespeare_char_recipe
+from ..train import TrainConfig
+from ..vocab import CharVocab
 from .gpt import GPT, GPTConfig
 
 RECIPE_NAME = "ch08-gpt-shakespeare"
@@ -25,23 +22,15 @@ RECIPE_BATCH = 32
 
 def train_gpt_shakespeare(progress: bool = True) -> tuple[GPT, dict]:
     """Train the chapter-8 GPT from scratch (seed 0); returns (model, metadata)."""
-    seed_everything(0)
-    text = load_shakespeare()
-    vocab = shakespeare_char_vocab()
-    config = GPTConfig.shakespeare_small(vocab_size=len(vocab))
-    model = GPT(config)
-    block = config.block_size
-    history = train(model, LMBatches(vocab.encode_tensor(text.train), block, RECIPE_BATCH, seed=0),
-                    RECIPE_TRAIN,
-                    val_data=sequential_lm_batches(vocab.encode_tensor(text.validation), block,
-                                                   RECIPE_BATCH),
-                    progress=progress, device=torch.device("cpu"))
-    metadata = {"vocab": vocab.itos, "history": history.to_dict(),
-                "train_config": {k: (str(v) if not isinstance(v, (int, float, bool, type(None)))
-                                     else v) for k, v in vars(RECIPE_TRAIN).items()},
-                "batch_size": RECIPE_BATCH, "params": model.num_params(),
-                "metrics": {"val_loss": history.final_val_loss,
-                            "train_seconds": round(history.seconds, 1)}}
+    model, metadata = train_shakespeare_char_recipe(
+        lambda vocab: GPT(GPTConfig.shakespeare_small(vocab_size=len(vocab))),
+        block_size=GPTConfig.shakespeare_small().block_size, batch_size=RECIPE_BATCH,
+        progress=progress, config=RECIPE_TRAIN)
+    metadata.update({
+        "train_config": {k: (str(v) if not isinstance(v, (int, float, bool, type(None))) else v)
+                         for k, v in vars(RECIPE_TRAIN).items()},
+        "batch_size": RECIPE_BATCH, "params": model.num_params()})
+    metadata["metrics"]["train_seconds"] = round(metadata["history"]["seconds"], 1)
     return model.eval(), metadata
 
 

@@ -201,25 +201,16 @@ RECIPE_TRAIN = dict(steps=3000, lr=3e-3, warmup_steps=100, eval_every=250, weigh
 
 def train_mlp_shakespeare(progress: bool = True) -> tuple[MLPLM, dict]:
     """The chapter-4 character MLP LM on the Shakespeare training split (seed 0, CPU)."""
-    from ..data import load_shakespeare
-    from ..device import seed_everything
-    from ..train import LMBatches, sequential_lm_batches, train
-    from ..vocab import shakespeare_char_vocab
+    from ..recipes import train_shakespeare_char_recipe
 
-    seed_everything(0)
-    text = load_shakespeare()
-    vocab = shakespeare_char_vocab()
-    if len(vocab) != RECIPE_CONFIG.vocab_size:
-        raise ValueError(f"the corpus has {len(vocab)} characters, the recipe expects "
-                         f"{RECIPE_CONFIG.vocab_size}")
-    model = MLPLM(RECIPE_CONFIG)
-    history = train(model, LMBatches(vocab.encode_tensor(text.train), 64, 64, seed=0),
-                    val_data=sequential_lm_batches(vocab.encode_tensor(text.validation), 64, 64,
-                                                   max_batches=40),
-                    progress=progress, device=torch.device("cpu"), **RECIPE_TRAIN)
-    metadata = {"vocab": vocab.itos, "history": history.to_dict(),
-                "metrics": {"val_loss": history.final_val_loss}}
-    return model, metadata
+    def build(vocab) -> MLPLM:
+        if len(vocab) != RECIPE_CONFIG.vocab_size:
+            raise ValueError(f"the corpus has {len(vocab)} characters, the recipe expects "
+                             f"{RECIPE_CONFIG.vocab_size}")
+        return MLPLM(RECIPE_CONFIG)
+
+    return train_shakespeare_char_recipe(build, block_size=64, batch_size=64, val_batches=40,
+                                         progress=progress, **RECIPE_TRAIN)
 
 
 def score_mlp_shakespeare():
