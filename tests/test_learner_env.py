@@ -11,6 +11,7 @@ or from a distribution in the transitive closure of ``minillm``'s own requiremen
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import sys
@@ -82,8 +83,13 @@ def provided() -> set[str]:
     return learner_distributions()
 
 
+@functools.lru_cache(maxsize=1)
+def _owners() -> dict[str, list[str]]:
+    return metadata.packages_distributions()  # module -> distributions (scans site-packages once)
+
+
 def _unprovided(modules: set[str], provided: set[str]) -> list[str]:
-    owners = metadata.packages_distributions()
+    owners = _owners()
     missing = []
     for module in sorted(modules):
         if module in sys.stdlib_module_names or module == "minillm" or module == "__future__":
