@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
 
 from . import _store
-from ..validation import check_int, check_str
 from ._store import SPLIT_NAMES, DataIntegrityError
 
 __all__ = [
@@ -111,6 +110,8 @@ def data_card(name: str) -> dict[str, Any]:
     """The ``cards.json`` entry of a dataset: files and sha256s, source package, licence, citation,
     cleaning steps, split rule and statistics. Names: ``shakespeare``, ``rotten_tomatoes``, ``en_es``,
     ``tang_poems``, ``gpt2_bpe``."""
+    from ..validation import check_str  # imported here: importing minillm.data pulls no torch
+
     return _store.dataset_card(check_str("name", name))
 
 
@@ -187,6 +188,8 @@ def load_en_es(max_words: int | None = None) -> Splits[list[TranslationPair]]:
         max_words: keep only pairs whose English side has at most this many whitespace-separated
             words; ``None`` keeps every shipped pair.
     """
+    from ..validation import check_int  # imported here: importing minillm.data pulls no torch
+
     max_words = check_int("max_words", max_words, low=1, allow_none=True)
     records = _rows("en_es", EN_ES_FILE, lambda r: TranslationPair(str(r["en"]), str(r["es"]), str(r["ref"])))
     splits = _bucketed(records, lambda p: p.ref, 90, 5, "en_es")
