@@ -221,10 +221,12 @@ def test_old_checkpoints_without_a_checksum_still_load(tmp_path):
         load_checkpoint(tmp_path / "ck")
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (ckpt.Path(ckpt.__file__).parent / "checkpoints").iterdir()
-                                        if (p / "config.json").exists()))
+SHIPPED = ckpt.Path(ckpt.__file__).parent / "checkpoints"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SHIPPED.iterdir() if (p / "config.json").exists()))
 def test_shipped_checkpoints_load(name):
-    path = ckpt.Path(ckpt.__file__).parent / "checkpoints" / name
+    path = SHIPPED / name
     before = sorted(os.listdir(path.parent))
     model = load_checkpoint(path)
     assert isinstance(model, nn.Module) and model.checkpoint_metadata
