@@ -108,6 +108,11 @@ def get_lr(step: int, *, max_lr: float, warmup_steps: int, total_steps: int,
 
     A pure function, so the schedule can be plotted and tested on its own.
     """
+    step = check_int("step", step, low=0)
+    max_lr = check_float("max_lr", max_lr, low=0, low_inclusive=False)
+    warmup_steps = check_int("warmup_steps", warmup_steps, low=0)
+    total_steps = check_int("total_steps", total_steps, low=1)
+    min_lr = check_float("min_lr", min_lr, low=0, high=max_lr, allow_none=True)
     min_lr = max_lr / 10 if min_lr is None else min_lr
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps

@@ -17,7 +17,7 @@ from torch import nn
 from minillm import device as dev
 from minillm import settings
 from minillm.data import Splits, data_card, load_en_es
-from minillm.train import (History, LMBatches, TrainConfig, evaluate, make_optimizer,
+from minillm.train import (History, LMBatches, TrainConfig, evaluate, get_lr, make_optimizer,
                            sequential_lm_batches, train)
 
 TOKENS = torch.arange(200) % 7
@@ -82,6 +82,17 @@ PROBES = [
     ("compile='yes'", lambda: TrainConfig(compile="yes"),
      TypeError, r"compile must be True or False, got 'yes'"),
     ("progress=1", lambda: TrainConfig(progress=1), TypeError, r"progress must be True or False, got 1"),
+    # get_lr (the pure schedule)
+    ("get_lr step<0", lambda: get_lr(-1, max_lr=1e-3, warmup_steps=0, total_steps=10), ValueError,
+     r"step must be >= 0, got -1"),
+    ("get_lr max_lr=nan", lambda: get_lr(0, max_lr=NAN, warmup_steps=0, total_steps=10), ValueError,
+     r"max_lr must be a finite number, got nan"),
+    ("get_lr total=0", lambda: get_lr(0, max_lr=1e-3, warmup_steps=0, total_steps=0), ValueError,
+     r"total_steps must be >= 1, got 0"),
+    ("get_lr min_lr>max_lr", lambda: get_lr(0, max_lr=1e-3, warmup_steps=0, total_steps=5, min_lr=1.0),
+     ValueError, r"min_lr must be <= 0.001, got 1.0"),
+    ("get_lr warmup=2.5", lambda: get_lr(0, max_lr=1e-3, warmup_steps=2.5, total_steps=5), TypeError,
+     r"warmup_steps must be an int, got 2.5"),
     # LMBatches
     ("LMBatches list", lambda: LMBatches([1, 2, 3], 2, 1),
      TypeError, r"tokens must be a torch.Tensor, got list"),
@@ -224,11 +235,11 @@ def test_bad_input_is_a_clear_error(cpu_only, name, probe, error, message):
 def test_probe_table_covers_every_entry_point():
     names = " ".join(p[0] for p in PROBES)
     for entry in ("steps", "lr", "min_lr", "warmup", "weight_decay", "betas", "grad_clip", "accum_steps",
-                  "eval_every", "eval_batches", "autocast", "compile", "progress", "LMBatches", "seq ",
+                  "eval_every", "eval_batches", "autocast", "compile", "progress", "get_lr", "LMBatches", "seq ",
                   "evaluate", "optimizer", "train", "pick_device", "describe_device", "autocast_dtype",
                   "seed", "load_en_es", "data_card", "Splits"):
         assert entry in names, entry
-    assert len(PROBES) >= 90
+    assert len(PROBES) >= 100
 
 
 @pytest.mark.parametrize("value", ["2", "ture", "enabled"])
