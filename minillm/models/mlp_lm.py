@@ -32,6 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..sampling import IDS, generate_tokens
+from ..validation import check_bool, check_float, check_int, check_token_ids
+
 
 @dataclass
 class MLPLMConfig:
@@ -44,11 +47,9 @@ class MLPLMConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context", "n_embd", "n_hidden"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            setattr(self, name, check_int(name, getattr(self, name), low=1))
+        self.direct = check_bool("direct", self.direct)
+        self.dropout = check_float("dropout", self.dropout, low=0, high=1, high_inclusive=False)
 
 
 def context_windows(idx: torch.Tensor, context: int, pad_id: int) -> torch.Tensor:
@@ -83,13 +84,7 @@ class MLPLM(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids → (B, T, V) next-token logits."""
-        if idx.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"token ids must be an integer tensor, got {idx.dtype}")
-        if idx.dim() != 2:
-            raise ValueError(f"token ids must have shape (B, T), got {tuple(idx.shape)}")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got values in "
-                             f"[{int(idx.min())}, {int(idx.max())}]")
+        check_token_ids(IDS, idx, self.config.vocab_size, ndim=2, allow_empty=True)
         windows = context_windows(idx.long(), self.config.context, self.pad_id)  # (B, T, N)
         x = self.wte(windows).flatten(2)  # (B, T, N*C)
         logits = self.head(self.drop(torch.tanh(self.hidden(x))))  # (B, T, V)
@@ -99,21 +94,27 @@ class MLPLM(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample ``max_new_tokens`` tokens after the prompt ``idx`` (B, T); returns (B, T + new).
+        """Sample ``max_new_tokens`` tokens after the prompt ``idx`` (B, T ≥ 1); returns (B, T + new).
 
-        Only the last ``context`` tokens matter, so each step runs the model on that window alone.
+        Only the last ``context`` tokens matter, so the state carried between steps is that window
+        and each step runs the model on it alone (arguments: :func:`minillm.sampling.generate_tokens`).
         """
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        N = self.config.context
+
+        def step(new: torch.Tensor, window: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            window = new if window is None else torch.cat([window, new], dim=1)[:, -N:]  # (B, <=N)
+            return self(window)[:, -1], window  # (B, V)
+
         was_training = self.training
         self.eval()
-        for _ in range(max_new_tokens):
-            logits = self(idx[:, -self.config.context:])[:, -1].float() / temperature  # (B, V)
-            nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)  # (B, 1)
-            idx = torch.cat([idx, nxt], dim=1)
-        self.train(was_training)
-        return idx
+        try:
+            return generate_tokens(step, idx, max_new_tokens, vocab_size=self.config.vocab_size,
+                                   temperature=temperature, top_k=top_k, top_p=top_p,
+                                   generator=generator)
+        finally:
+            self.train(was_training)
 
 
 # ---------------------------------------------------------------------------------------------
