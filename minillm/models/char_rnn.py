@@ -94,34 +94,3 @@ class CharRNN(nn.Module):
                                    generator=generator)
         finally:
             self.train(was_training)
-
-
-# ---------------------------------------------------------------------------------------------
-# Chapter-5 recipe and leaderboard row
-# ---------------------------------------------------------------------------------------------
-
-RECIPE_CONFIG = CharRNNConfig(vocab_size=82, cell="lstm", n_embd=64, hidden_size=256, num_layers=2)
-RECIPE_TRAIN = dict(steps=2500, lr=3e-3, warmup_steps=100, eval_every=250, weight_decay=0.01,
-                    autocast="auto")  # batch 32 x 128 characters; bf16 where the CPU has it
-
-
-def train_lstm_shakespeare(progress: bool = True) -> tuple[CharRNN, dict]:
-    """The chapter-5 two-layer character LSTM on the Shakespeare training split (seed 0, CPU)."""
-    from ..recipes import train_shakespeare_char_recipe
-
-    def build(vocab) -> CharRNN:
-        if len(vocab) != RECIPE_CONFIG.vocab_size:
-            raise ValueError(f"the corpus has {len(vocab)} characters, the recipe expects "
-                             f"{RECIPE_CONFIG.vocab_size}")
-        return CharRNN(RECIPE_CONFIG)
-
-    return train_shakespeare_char_recipe(build, block_size=128, batch_size=32, val_batches=20,
-                                         progress=progress, **RECIPE_TRAIN)
-
-
-def score_lstm_shakespeare():
-    """Leaderboard row: the shipped ``ch05-lstm-shakespeare`` model on the Shakespeare test split."""
-    from ..leaderboard import score_shipped_char_model
-
-    return score_shipped_char_model("ch05-lstm-shakespeare", block_size=256,
-                                    notes="2-layer LSTM, 256 units; windows of 256 chars, no carried state")

@@ -16,7 +16,8 @@ The sliding windows come from one ``unfold`` (no Python loop); ``tests/test_mlp_
 against a per-position loop.
 
 Also here: a word vocabulary for the word-level model, a 2-D projection of an embedding table
-(PCA by SVD) with cosine nearest neighbours, and the chapter-4 recipe and leaderboard scorer.
+(PCA by SVD) with cosine nearest neighbours. The chapter-4 recipe is in :mod:`minillm.recipes`,
+its leaderboard scorer in :mod:`minillm.leaderboard`.
 
 Shape letters: B batch, T time, N context length, C embedding width, V vocabulary.
 """
@@ -189,34 +190,3 @@ def nearest_neighbours(weight: torch.Tensor, index: int, k: int = 5) -> list[tup
     sims[index] = float("-inf")
     top = torch.topk(sims, min(k, weight.size(0) - 1))
     return [(int(i), float(s)) for s, i in zip(top.values, top.indices)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Chapter-4 recipe and leaderboard row
-# ---------------------------------------------------------------------------------------------
-
-RECIPE_CONFIG = MLPLMConfig(vocab_size=82, context=16, n_embd=24, n_hidden=512)
-RECIPE_TRAIN = dict(steps=3000, lr=3e-3, warmup_steps=100, eval_every=250, weight_decay=0.01,
-                    autocast="auto")  # batch 64 x 64 positions; bf16 where the CPU has it
-
-
-def train_mlp_shakespeare(progress: bool = True) -> tuple[MLPLM, dict]:
-    """The chapter-4 character MLP LM on the Shakespeare training split (seed 0, CPU)."""
-    from ..recipes import train_shakespeare_char_recipe
-
-    def build(vocab) -> MLPLM:
-        if len(vocab) != RECIPE_CONFIG.vocab_size:
-            raise ValueError(f"the corpus has {len(vocab)} characters, the recipe expects "
-                             f"{RECIPE_CONFIG.vocab_size}")
-        return MLPLM(RECIPE_CONFIG)
-
-    return train_shakespeare_char_recipe(build, block_size=64, batch_size=64, val_batches=40,
-                                         progress=progress, **RECIPE_TRAIN)
-
-
-def score_mlp_shakespeare():
-    """Leaderboard row: the shipped ``ch04-mlp-shakespeare`` model on the Shakespeare test split."""
-    from ..leaderboard import score_shipped_char_model
-
-    return score_shipped_char_model("ch04-mlp-shakespeare", block_size=256,
-                                    notes=f"Bengio MLP, context {RECIPE_CONFIG.context} chars")

@@ -14,7 +14,7 @@ applied (after the recurrent step, on ``s_t`` rather than ``s_{t-1}``) follows L
 so that teacher forcing runs the whole target through one fused ``nn.GRU`` call.
 
 Below the model: a word tokenizer and vocabulary, padded batches of English→Spanish verse pairs,
-the loss, and the recipe behind ``load_pretrained("ch06-seq2seq-en-es")``.
+and the loss; the recipe behind ``load_pretrained("ch06-seq2seq-en-es")`` is in :mod:`minillm.recipes`.
 Shape letters: B batch, S source length, T target length, E embedding, H hidden, A attention, V vocab.
 """
 
@@ -371,36 +371,3 @@ def translate(model: Seq2Seq, sources: Sequence[list[int]], *, num_beams: int = 
     L = max(o.sequences.size(1) for o in outs)
     seqs = torch.cat([F.pad(o.sequences, (0, L - o.sequences.size(1)), value=PAD) for o in outs])
     return SearchOutput(seqs, torch.cat([o.scores for o in outs]), torch.cat([o.lengths for o in outs]))
-
-
-# ----------------------------------------------------------------------------- the chapter recipe
-
-RECIPE_STEPS = 3000  # optimizer steps of the shipped model (batch 64)
-
-
-def train_en_es(progress: bool = True, *, attention: bool = True, steps: int = RECIPE_STEPS,
-                seed: int = 0) -> tuple[Seq2Seq, dict]:
-    """Train the chapter's English→Spanish model (fixed data, seed and steps) on the CPU."""
-    from ..device import seed_everything
-    from ..train import train
-
-    seed_everything(seed)
-    data = prepare_en_es()
-    config = Seq2SeqConfig(src_vocab_size=len(data.src_vocab), tgt_vocab_size=len(data.tgt_vocab),
-                           attention=attention)
-    model = Seq2Seq(config)
-    val = fixed_batches(data.ids["validation"], 128)
-    history = train(model, RandomBatches(data.ids["train"], 64, seed=seed), val_data=val,
-                    loss_fn=seq2seq_loss, steps=steps, lr=3e-3, warmup_steps=100, eval_every=500,
-                    eval_batches=len(val), weight_decay=0.01, progress=progress,
-                    device=torch.device("cpu"))
-    model.eval()
-    metadata = {"src_vocab": data.src_vocab.itos, "tgt_vocab": data.tgt_vocab.itos,
-                "history": history.to_dict(),
-                "metrics": {"val_perplexity": perplexity(model, val), "steps": steps}}
-    return model, metadata
-
-
-def train_en_es_recipe(progress: bool = True) -> tuple[Seq2Seq, dict]:
-    """``load_pretrained("ch06-seq2seq-en-es")``: the attention model, 3000 steps, seed 0."""
-    return train_en_es(progress)
