@@ -25,7 +25,6 @@ Shape letters: B batch, T time, N context length, C embedding width, V vocabular
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -34,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..sampling import IDS, generate_tokens
-from ..validation import check_bool, check_float, check_int, check_token_ids
+from ..validation import check_bool, check_float, check_int, check_str, check_token_ids
+from ..vocab import WordVocab as BaseWordVocab
 
 
 @dataclass
@@ -130,43 +130,32 @@ def split_words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-class WordVocab:
+class WordVocab(BaseWordVocab):
     """The ``max_size - 1`` most frequent words plus ``<unk>`` (id 0) for every other word."""
 
     UNK = "<unk>"
 
     def __init__(self, words: Iterable[str]):
-        self.itos = [self.UNK] + [w for w in words if w != self.UNK]
-        self.stoi = {w: i for i, w in enumerate(self.itos)}
+        super().__init__([self.UNK] + [w for w in words if w != self.UNK])
 
     @classmethod
     def from_text(cls, text: str, max_size: int = 5000) -> "WordVocab":
-        if max_size < 2:
+        """The vocabulary of ``text`` split by :func:`split_words` (ties broken alphabetically)."""
+        if check_int("max_size", max_size) < 2:
             raise ValueError(f"max_size must be at least 2 (<unk> and one word), got {max_size}")
-        counts = Counter(split_words(text))
-        # most frequent first; ties broken alphabetically so the vocabulary is reproducible
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return cls(w for w, _ in ranked[: max_size - 1])
-
-    def __len__(self) -> int:
-        return len(self.itos)
+        return cls.build([split_words(text)], max_size=max_size)
 
     def encode(self, text: str) -> list[int]:
-        return [self.stoi.get(w, 0) for w in split_words(text)]
+        """Ids of the words of ``text``; unknown words are ``<unk>`` (id 0)."""
+        return self.encode_words(split_words(check_str("text", text)))
 
     def encode_tensor(self, text: str) -> torch.Tensor:
+        """``encode`` as a 1-D int64 tensor."""
         return torch.tensor(self.encode(text), dtype=torch.long)
 
     def decode(self, ids: Iterable[int]) -> str:
-        ids = [int(i) for i in ids]
-        bad = [i for i in ids if not 0 <= i < len(self)]
-        if bad:
-            raise ValueError(f"ids {bad[:5]} are outside the vocabulary [0, {len(self)})")
-        text = " ".join(self.itos[i] for i in ids)
-        return re.sub(r" ([,.;:!?'])", r"\1", text)
-
-    def __repr__(self) -> str:
-        return f"WordVocab({len(self)} words)"
+        """The words of ``ids`` joined by spaces, with no space before punctuation."""
+        return re.sub(r" ([,.;:!?'])", r"\1", " ".join(self.decode_words(ids)))
 
 
 def project_2d(weight: torch.Tensor) -> torch.Tensor:
