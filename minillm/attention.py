@@ -1,4 +1,4 @@
-"""Self-attention, built up as a ladder of named classes, plus masks, sparse attention and its cost.
+"""Self-attention, built up as a ladder of named classes, plus masks and sparse attention.
 
 The ladder (each rung computes the same function as the one before, faster or more generally):
 
@@ -20,15 +20,10 @@ nh number of heads, hs head size (C // nh), nb number of blocks, b block size.
 from __future__ import annotations
 
 import math
-import time
-import weakref
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 # ---------------------------------------------------------------------------------------------
 # Masks
@@ -304,65 +299,31 @@ def block_local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blo
 
 
 # ---------------------------------------------------------------------------------------------
-# Measuring the cost
+# Measuring the cost: the helpers live in benchmarks/profiling.py (measuring is not attention's job).
+# ``from minillm.attention import peak_memory_bytes, time_call`` keeps working in a source checkout.
+
+_PROFILING = ("peak_memory_bytes", "time_call")
 
 
-class _TensorMemoryTracker(TorchDispatchMode):
-    """Counts the bytes of every tensor storage created while active, minus those freed."""
-
-    def __init__(self):
-        super().__init__()
-        self.current = self.peak = 0
-        self._live: set[int] = set()
-
-    def _free(self, key: int, nbytes: int) -> None:
-        self.current -= nbytes
-        self._live.discard(key)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                storage = t.untyped_storage()
-                key = id(storage)
-                if key not in self._live:
-                    self._live.add(key)
-                    self.current += storage.nbytes()
-                    self.peak = max(self.peak, self.current)
-                    weakref.finalize(storage, self._free, key, storage.nbytes())
-        return out
+def __getattr__(name: str):
+    if name in _PROFILING:
+        return getattr(_profiling_module(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def peak_memory_bytes(fn: Callable[[], object], device: torch.device | str = "cpu") -> int:
-    """Peak bytes of tensors allocated while ``fn()`` runs (beyond those alive before it).
+def _profiling_module():
+    import importlib.util
+    import sys
+    from pathlib import Path
 
-    On CUDA this is the allocator's own peak; elsewhere every tensor an operator creates is counted
-    until it is freed (the workspace a fused kernel uses internally is not visible).
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    tracker = _TensorMemoryTracker()
-    with tracker:
-        fn()
-    return tracker.peak
-
-
-def time_call(fn: Callable[[], object], repeats: int = 3, device: torch.device | str = "cpu") -> float:
-    """Fastest wall-clock seconds of ``repeats`` calls of ``fn()`` after one warm-up call."""
-    device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return best
+    key = "minillm._benchmarks_profiling"
+    if key not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / "profiling.py"
+        if not path.is_file():
+            raise ImportError(f"{_PROFILING} moved to benchmarks/profiling.py, which this "
+                              f"installation lacks ({path}); install minillm from a source checkout")
+        spec = importlib.util.spec_from_file_location(key, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
