@@ -134,7 +134,7 @@ class SelfAttentionV1(nn.Module):
         self.W_value = nn.Linear(d_in, d_out, bias=bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
-                need_weights: bool = False):
+                need_weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, d_in) → (B, T, d_out); mask broadcastable to (B, T, T), True = attend."""
         if x.dim() != 3:
             raise ValueError(f"x must have shape (B, T, d_in), got {tuple(x.shape)}")
@@ -196,7 +196,8 @@ class MultiHeadAttentionExplicit(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, *,
-                mask: torch.Tensor | None = None, causal: bool = False, need_weights: bool = False):
+                mask: torch.Tensor | None = None, causal: bool = False, need_weights: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, T, C), context (B, S, C) or None (= x) → (B, T, C) [, weights (B, nh, T, S)].
 
         mask: bool, broadcastable to (B, nh, T, S), True = attend (see :func:`padding_mask`).

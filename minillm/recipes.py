@@ -83,9 +83,13 @@ def train_shakespeare_char_recipe(build_model: Callable[[Any], Any], *, block_si
     return model, metadata
 
 
-def _check_vocab_size(vocab: Any, expected: int) -> None:
-    if len(vocab) != expected:
-        raise ValueError(f"the corpus has {len(vocab)} characters, the recipe expects {expected}")
+def _fixed_vocab(build: Callable[[], Any], vocab_size: int) -> Callable[[Any], Any]:
+    """``build_model`` for a model whose config fixes ``vocab_size``: checks the corpus agrees."""
+    def build_model(vocab: Any) -> Any:
+        if len(vocab) != vocab_size:
+            raise ValueError(f"the corpus has {len(vocab)} characters, the recipe expects {vocab_size}")
+        return build()
+    return build_model
 
 
 # ----------------------------------------------------------------------------- chapter 0: the tour
@@ -152,12 +156,9 @@ def train_mlp_shakespeare(progress: bool = True) -> tuple[MLPLM, dict]:
     """The chapter-4 character MLP LM on the Shakespeare training split (seed 0, CPU)."""
     from .models.mlp_lm import MLPLM, MLPLMConfig
 
-    def build(vocab: Any) -> MLPLM:
-        _check_vocab_size(vocab, MLP_CONFIG["vocab_size"])
-        return MLPLM(MLPLMConfig(**MLP_CONFIG))
-
-    return train_shakespeare_char_recipe(build, block_size=64, batch_size=64, val_batches=40,
-                                         progress=progress, **MLP_TRAIN)
+    return train_shakespeare_char_recipe(
+        _fixed_vocab(lambda: MLPLM(MLPLMConfig(**MLP_CONFIG)), MLP_CONFIG["vocab_size"]),
+        block_size=64, batch_size=64, val_batches=40, progress=progress, **MLP_TRAIN)
 
 
 # ----------------------------------------------------------------------------- chapter 5: LSTM
@@ -172,12 +173,9 @@ def train_lstm_shakespeare(progress: bool = True) -> tuple[CharRNN, dict]:
     """The chapter-5 two-layer character LSTM on the Shakespeare training split (seed 0, CPU)."""
     from .models.char_rnn import CharRNN, CharRNNConfig
 
-    def build(vocab: Any) -> CharRNN:
-        _check_vocab_size(vocab, LSTM_CONFIG["vocab_size"])
-        return CharRNN(CharRNNConfig(**LSTM_CONFIG))
-
-    return train_shakespeare_char_recipe(build, block_size=128, batch_size=32, val_batches=20,
-                                         progress=progress, **LSTM_TRAIN)
+    return train_shakespeare_char_recipe(
+        _fixed_vocab(lambda: CharRNN(CharRNNConfig(**LSTM_CONFIG)), LSTM_CONFIG["vocab_size"]),
+        block_size=128, batch_size=32, val_batches=20, progress=progress, **LSTM_TRAIN)
 
 
 # ----------------------------------------------------------------------------- chapter 8: GPT

@@ -121,28 +121,37 @@ def sample_next(logits: torch.Tensor, *, do_sample: bool = True, temperature: fl
 StepFn = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
 
 
+@torch.no_grad()
 def generate_tokens(step: StepFn, idx: torch.Tensor, max_new_tokens: int, *, vocab_size: int,
                     do_sample: bool = True, temperature: float = 1.0, top_k: int | None = None,
-                    top_p: float | None = None,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    top_p: float | None = None, generator: torch.Generator | None = None,
+                    model: torch.nn.Module | None = None) -> torch.Tensor:
     """The one sampling loop of the course's small LMs (bigram, MLP, RNN): continue ``idx`` (B, T).
 
     ``step(new_ids (B, t), state) -> (next-token logits (B, V), state)`` is called first with the
     whole prompt and ``state=None``, then with each chosen token (B, 1) and the state it returned;
-    a model keeps whatever it needs there (an RNN's hidden state, an MLP's last window). Returns
+    a model keeps whatever it needs there (an RNN's hidden state, an MLP's last window). ``model``,
+    if given, runs in eval mode (no dropout) and gets its previous mode back. Returns
     (B, T + max_new_tokens). Arguments are checked like :meth:`minillm.models.gpt.GPT.generate`.
     """
     check_token_ids(IDS, idx, vocab_size, ndim=2)
     check_generate_args(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                         top_p=top_p)
-    out = [idx]
     if max_new_tokens == 0:
         return idx
-    logits, state = step(idx, None)
-    for i in range(max_new_tokens):
-        nxt = sample_next(logits, do_sample=do_sample, temperature=temperature, top_k=top_k,
-                          top_p=top_p, generator=generator)  # (B, 1)
-        out.append(nxt.to(idx.dtype))
-        if i + 1 < max_new_tokens:
-            logits, state = step(nxt, state)
+    was_training = model.training if model is not None else False
+    if model is not None:
+        model.eval()
+    out = [idx]
+    try:
+        logits, state = step(idx, None)
+        for i in range(max_new_tokens):
+            nxt = sample_next(logits, do_sample=do_sample, temperature=temperature, top_k=top_k,
+                              top_p=top_p, generator=generator)  # (B, 1)
+            out.append(nxt.to(idx.dtype))
+            if i + 1 < max_new_tokens:
+                logits, state = step(nxt, state)
+    finally:
+        if model is not None:
+            model.train(was_training)
     return torch.cat(out, dim=1)

@@ -56,4 +56,4 @@ class BigramLM(nn.Module):
 
         return generate_tokens(step, idx, max_new_tokens, vocab_size=self.config.vocab_size,
                                temperature=temperature, top_k=top_k, top_p=top_p,
-                               generator=generator)
+                               generator=generator, model=self)

@@ -86,11 +86,6 @@ class CharRNN(nn.Module):
             logits, state = self(new, state)
             return logits[:, -1], state  # (B, V)
 
-        was_training = self.training
-        self.eval()
-        try:
-            return generate_tokens(step, idx, max_new_tokens, vocab_size=self.config.vocab_size,
-                                   temperature=temperature, top_k=top_k, top_p=top_p,
-                                   generator=generator)
-        finally:
-            self.train(was_training)
+        return generate_tokens(step, idx, max_new_tokens, vocab_size=self.config.vocab_size,
+                               temperature=temperature, top_k=top_k, top_p=top_p,
+                               generator=generator, model=self)

@@ -20,6 +20,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -365,7 +366,7 @@ class GPT(nn.Module):
     # ---------------------------------------------------------------- Hugging Face GPT-2 weights
 
     @classmethod
-    def config_from_hf(cls, hf_config) -> GPTConfig:
+    def config_from_hf(cls, hf_config: Any) -> GPTConfig:
         """A :class:`GPTConfig` from a ``transformers.GPT2Config`` (or its dict)."""
         c = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
         n_embd = c["n_embd"]
@@ -408,7 +409,7 @@ class GPT(nn.Module):
                 target.copy_(src)
 
     @classmethod
-    def from_hf(cls, model) -> "GPT":
+    def from_hf(cls, model: nn.Module) -> "GPT":
         """A :class:`GPT` holding the weights of a ``transformers.GPT2LMHeadModel`` (eval mode)."""
         gpt = cls(cls.config_from_hf(model.config))
         gpt.load_hf_state_dict(model.state_dict())

@@ -108,14 +108,9 @@ class MLPLM(nn.Module):
             window = new if window is None else torch.cat([window, new], dim=1)[:, -N:]  # (B, <=N)
             return self(window)[:, -1], window  # (B, V)
 
-        was_training = self.training
-        self.eval()
-        try:
-            return generate_tokens(step, idx, max_new_tokens, vocab_size=self.config.vocab_size,
-                                   temperature=temperature, top_k=top_k, top_p=top_p,
-                                   generator=generator)
-        finally:
-            self.train(was_training)
+        return generate_tokens(step, idx, max_new_tokens, vocab_size=self.config.vocab_size,
+                               temperature=temperature, top_k=top_k, top_p=top_p,
+                               generator=generator, model=self)
 
 
 # ---------------------------------------------------------------------------------------------

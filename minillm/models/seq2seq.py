@@ -176,7 +176,8 @@ class Seq2Seq(nn.Module):
             logits = self.out(s)  # (B, T, V)
         return logits, h_n.squeeze(0), weights
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, *, return_attention: bool = False):
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, *, return_attention: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         """src (B, S), tgt_in (B, T) starting with ``bos_id`` → logits (B, T, V) [, weights (B, T, S)]."""
         self._check_ids(tgt_in, self.config.tgt_vocab_size, "tgt_in")
         if isinstance(src, torch.Tensor) and src.dim() == 2 and src.size(0) != tgt_in.size(0):
