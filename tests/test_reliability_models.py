@@ -162,6 +162,11 @@ MODEL_CASES = [
     (score_char_model, (BIGRAM, CharVocab("abc").encode), {"block_size": 2, "text": 42},
      TypeError, "text must be a str, got 42"),
     (leaderboard, (), {"upto_chapter": "4"}, TypeError, "upto_chapter must be an int or None"),
+    # Hugging Face objects
+    (GPT.from_hf, (BIGRAM,), TypeError, "GPT2Config or its dict, got BigramConfig"),
+    (GPT.config_from_hf, ({"n_embd": 8},), ValueError, "the GPT-2 config lacks the fields"),
+    (GPT.from_hf, ("gpt2",), TypeError, "model must be a transformers GPT2LMHeadModel, got str"),
+    (GPT.config_from_hf, (42,), TypeError, "hf_config must be a transformers GPT2Config or its dict"),
     # the hub
     (load_pretrained, (42,), TypeError, "name must be a str, got 42"),
     (load_pretrained, ("tour-bigram",), {"retrain": "no"}, TypeError, "retrain must be True or False"),
@@ -274,7 +279,7 @@ def hf_dirs(tmp_path_factory):
     ("corrupt_json", ValueError, "config.json is not valid JSON"),
     ("corrupt_weights", ValueError, "model.safetensors cannot be read"),
     ("not_gpt2", ValueError, "holds a 'llama' model, expected 'gpt2'"),
-    ("missing_field", ValueError, "lacks the GPT-2 fields ['n_layer']"),
+    ("missing_field", ValueError, "the GPT-2 config lacks the fields ['n_layer']"),
     ("a_file", FileNotFoundError, "is not a directory"),
     ("nowhere", FileNotFoundError, "is not a directory"),
 ])

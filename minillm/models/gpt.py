@@ -368,7 +368,13 @@ class GPT(nn.Module):
     @classmethod
     def config_from_hf(cls, hf_config: Any) -> GPTConfig:
         """A :class:`GPTConfig` from a ``transformers.GPT2Config`` (or its dict)."""
+        if not isinstance(hf_config, dict) and not hasattr(hf_config, "to_dict"):
+            raise TypeError(f"hf_config must be a transformers GPT2Config or its dict, got "
+                            f"{type(hf_config).__name__}")
         c = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
+        missing = [k for k in ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd") if k not in c]
+        if missing:
+            raise ValueError(f"the GPT-2 config lacks the fields {missing}")
         n_embd = c["n_embd"]
         if c.get("n_inner") not in (None, 4 * n_embd):
             raise ValueError(f"n_inner={c['n_inner']} is not supported (only 4 * n_embd)")
@@ -411,6 +417,8 @@ class GPT(nn.Module):
     @classmethod
     def from_hf(cls, model: nn.Module) -> "GPT":
         """A :class:`GPT` holding the weights of a ``transformers.GPT2LMHeadModel`` (eval mode)."""
+        if not (hasattr(model, "config") and hasattr(model, "state_dict")):
+            raise TypeError(f"model must be a transformers GPT2LMHeadModel, got {type(model).__name__}")
         gpt = cls(cls.config_from_hf(model.config))
         gpt.load_hf_state_dict(model.state_dict())
         return gpt.eval()
@@ -446,10 +454,6 @@ class GPT(nn.Module):
                              "directory: load it with minillm.checkpoint.load_checkpoint")
         if config.get("model_type", "gpt2") != "gpt2":
             raise ValueError(f"{directory} holds a {config.get('model_type')!r} model, expected 'gpt2'")
-        missing = [k for k in ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd")
-                   if k not in config]
-        if missing:
-            raise ValueError(f"{directory / 'config.json'} lacks the GPT-2 fields {missing}")
         gpt = cls(cls.config_from_hf(config))
         try:
             state = load_file(str(directory / "model.safetensors"))
