@@ -297,34 +297,3 @@ def block_local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blo
     mask[0, :, :b] = False  # block 0 has no previous block
     out, _ = scaled_dot_product_attention(qb, kk, vv, mask, scale=scale)  # (..., nb, b, hs)
     return out.reshape(*lead, nb * b, -1)[..., :T, :]
-
-
-# ---------------------------------------------------------------------------------------------
-# Measuring the cost: the helpers live in benchmarks/profiling.py (measuring is not attention's job).
-# ``from minillm.attention import peak_memory_bytes, time_call`` keeps working in a source checkout.
-
-_PROFILING = ("peak_memory_bytes", "time_call")
-
-
-def __getattr__(name: str):
-    if name in _PROFILING:
-        return getattr(_profiling_module(), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _profiling_module():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    key = "minillm._benchmarks_profiling"
-    if key not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "benchmarks" / "profiling.py"
-        if not path.is_file():
-            raise ImportError(f"{_PROFILING} moved to benchmarks/profiling.py, which this "
-                              f"installation lacks ({path}); install minillm from a source checkout")
-        spec = importlib.util.spec_from_file_location(key, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]

@@ -1,8 +1,8 @@
-"""Profiling helpers shared by the benchmarks and the chapter-7 cost experiment.
+"""Measuring what a call costs: used by the notebooks' cost plots (chapter 7) and by ``benchmarks/``.
 
 :func:`peak_memory_bytes` measures the peak bytes of tensors a call allocates (the CUDA allocator's
 peak on a GPU, a dispatch-mode tensor tracker elsewhere); :func:`time_call` the fastest of a few
-timed calls after a warm-up. Moved out of ``minillm.attention``, which re-exports both names.
+timed calls after a warm-up.
 """
 
 from __future__ import annotations
