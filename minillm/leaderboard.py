@@ -14,7 +14,7 @@ the module that owns the model, as the n-gram rows do). Scorers load trained mod
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,9 @@ from .ngram import (leaderboard_add_k3, leaderboard_kn3, leaderboard_kn5, leader
 from .validation import check_int, check_str
 
 __all__ = ["ROWS", "Row", "Score", "bits_per_char", "format_leaderboard", "leaderboard",
-           "score_char_model", "score_gpt_shakespeare", "score_lstm_shakespeare",
-           "score_mlp_shakespeare", "score_row", "score_shipped_char_model", "test_text"]
+           "score_char_model", "score_gpt_bpe_shakespeare", "score_gpt_shakespeare", "score_lstm_shakespeare",
+           "score_mlp_shakespeare", "score_row", "score_shipped_char_model", "score_token_model",
+           "test_text"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,53 @@ def score_gpt_shakespeare() -> Score:
                                     f"{c.n_embd}, context {c.block_size}")
 
 
+@torch.no_grad()
+def score_token_model(model: nn.Module, tokenizer: Any, text: str, *,
+                      block_size: int, batch_size: int = 32) -> tuple[float, int, int]:
+    """Score a token-level LM on ``text`` in bits per character.
+
+    The token ids are cut into windows of ``block_size + 1`` overlapping by one, as
+    ``minillm.leaderboard.score_char_model`` does for characters, so every token after the first is
+    predicted exactly once. Returns (bits per character, characters scored, tokens scored): the
+    characters scored are those of every token but the first.
+    """
+    ids = torch.tensor(tokenizer.encode_ordinary(text), dtype=torch.long)
+    n_windows = (len(ids) - 1) // block_size
+    if n_windows < 1:
+        raise ValueError(f"text of {len(ids)} tokens is too short for one window of "
+                         f"{block_size + 1} tokens")
+    used = ids[:n_windows * block_size + 1]
+    n_chars = len(tokenizer.decode(used[1:].tolist()))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        for start in range(0, n_windows, batch_size):
+            rows = range(start, min(start + batch_size, n_windows))
+            x = torch.stack([used[r * block_size:(r + 1) * block_size] for r in rows]).to(device)
+            y = torch.stack([used[r * block_size + 1:(r + 1) * block_size + 1] for r in rows]).to(device)
+            logits = model(x)
+            total += float(torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), reduction="sum"))
+    finally:
+        model.train(was_training)
+    return bits_per_char(total, n_chars), n_chars, n_windows * block_size
+
+
+def score_gpt_bpe_shakespeare() -> Score:
+    """Leaderboard scorer: bits/char of the shipped BPE GPT on the Shakespeare test split."""
+    from .models.gpt_bpe import load_gpt_bpe_shakespeare
+
+    model, tokenizer = load_gpt_bpe_shakespeare()
+    bpc, n_chars, n_tokens = score_token_model(model, tokenizer, test_text(),
+                                               block_size=model.config.block_size)
+    c = model.config
+    return Score(bpc, n_chars, model.num_params(),
+                 f"{c.n_layer} layers, width {c.n_embd}, context {c.block_size} BPE tokens "
+                 f"(~{n_chars / n_tokens:.1f} chars each)")
+
+
 ROWS: list[Row] = [
     # Chapters append their rows here, in chapter order.
     Row("char 3-gram, add-k", 1, leaderboard_add_k3),
@@ -136,6 +184,7 @@ ROWS: list[Row] = [
     Row("char MLP (Bengio), context 16", 4, score_mlp_shakespeare),
     Row("char LSTM, 2 layers", 5, score_lstm_shakespeare),
     Row("char GPT, 4 layers", 8, score_gpt_shakespeare),
+    Row("BPE GPT, 6 layers (2,048 tokens)", 8, score_gpt_bpe_shakespeare),
 ]
 
 

@@ -208,3 +208,51 @@ def train_gpt_shakespeare(progress: bool = True) -> tuple[GPT, dict]:
         "batch_size": GPT_BATCH, "params": model.num_params()})
     metadata["metrics"]["train_seconds"] = round(metadata["history"]["seconds"], 1)
     return model.eval(), metadata
+
+
+@recipe("ch08-gpt-bpe-shakespeare",
+        "ch08: 6-layer GPT (width 256, context 128) over a 2,048-token byte-level BPE of Shakespeare")
+def train_gpt_bpe_shakespeare(progress: bool = True) -> tuple[GPT, dict]:
+    """The chapter-8 BPE GPT from scratch (seed 0): learn the 2,048-token byte-level BPE on the
+    training split, then train a 6-layer GPT (width 256, context 128 tokens) over its tokens."""
+    import resource
+    import time
+
+    import torch
+
+    from .data import load_shakespeare
+    from .device import seed_everything
+    from .models.gpt import GPT, GPTConfig
+    from .models.gpt_bpe import RECIPE_BATCH, RECIPE_CONFIG, RECIPE_TRAIN, train_bpe_tokenizer
+    from .train import LMBatches, TrainConfig, sequential_lm_batches, train
+
+    train_config = TrainConfig(**RECIPE_TRAIN)
+    seed_everything(0)
+    text = load_shakespeare()
+    tokenizer = train_bpe_tokenizer(text.train)
+    train_ids = torch.tensor(tokenizer.encode_ordinary(text.train), dtype=torch.long)
+    val_ids = torch.tensor(tokenizer.encode_ordinary(text.validation), dtype=torch.long)
+    model = GPT(GPTConfig(**RECIPE_CONFIG))
+    cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    history = train(model, LMBatches(train_ids, RECIPE_CONFIG["block_size"], RECIPE_BATCH, seed=0),
+                    train_config,
+                    val_data=sequential_lm_batches(val_ids, RECIPE_CONFIG["block_size"], RECIPE_BATCH,
+                                                   max_batches=train_config.eval_batches),
+                    progress=progress, device=torch.device("cpu"))
+    cpu1, wall1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    chars_per_token = len(text.train) / len(train_ids)
+    metadata = {
+        "bpe_merges": [list(m) for m in tokenizer.merges],
+        "history": history.to_dict(),
+        "train_config": {k: (str(v) if not isinstance(v, (int, float, bool, type(None))) else v)
+                         for k, v in vars(train_config).items()},
+        "batch_size": RECIPE_BATCH, "params": model.num_params(),
+        "tokens_seen": train_config.steps * RECIPE_BATCH * RECIPE_CONFIG["block_size"],
+        "chars_per_token_train": round(chars_per_token, 4),
+        "metrics": {"val_loss_nats_per_token": history.final_val_loss,
+                    "train_seconds": round(wall1 - wall0, 1),
+                    "train_cpu_seconds": round((cpu1.ru_utime + cpu1.ru_stime)
+                                               - (cpu0.ru_utime + cpu0.ru_stime), 1),
+                    "threads": torch.get_num_threads()},
+    }
+    return model.eval(), metadata

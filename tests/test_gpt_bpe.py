@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 from minillm.data import load_shakespeare
-from minillm.leaderboard import score_char_model
+from minillm.leaderboard import score_char_model, score_token_model
 from minillm.models.gpt import GPT, GPTConfig
-from minillm.models.gpt_bpe_recipe import score_token_model, tokenizer_from_merges, train_bpe_tokenizer
+from minillm.models.gpt_bpe import tokenizer_from_merges, train_bpe_tokenizer
 
 
 def test_tokenizer_round_trips_through_its_merges():
