@@ -318,19 +318,22 @@ def _timeout_message(seconds: float, still_running: bool) -> str:
 def run_check(name: str, learner_fn: Callable, reference_fn: Callable, cases: Sequence[Case], *,
               hint: str = "", atol: float = 1e-6, rtol: float = 1e-5,
               compare_fn: Callable[..., str | None] | None = None, verbose: bool = True,
-              time_limit: float | None = DEFAULT_TIME_LIMIT, modifies: Collection[int | str] = (),
+              time_limit: float | None | str = "default", modifies: Collection[int | str] = (),
               extra_check: Callable[[tuple, dict, Any], str | None] | None = None) -> CheckResult:
     """Compare ``learner_fn`` with ``reference_fn`` on every case; print and return the result.
 
     Each call gets its own copy of the inputs. Nothing the learner's function does escapes: an
     exception, a call that runs past ``time_limit`` seconds (an infinite loop; interrupted, see
     :mod:`minillm.checks.limits`), a result that cannot be compared, NaNs, a wrong shape or type
-    all become failure lines. A function that changes one of its inputs fails too, unless that
+    all become failure lines (``time_limit="default"`` reads :data:`DEFAULT_TIME_LIMIT` at call
+    time; ``None`` disables the limit). A function that changes one of its inputs fails too, unless that
     argument (a positional index or keyword name) is in ``modifies``: those must be written in
     place exactly as the reference writes them (e.g. a preallocated KV cache). ``extra_check(args,
     kwargs, result)`` may add one more test of a correct result against the arguments the learner's
     function received (e.g. that it returned views of them); it returns a sentence or None.
     """
+    if time_limit == "default":
+        time_limit = DEFAULT_TIME_LIMIT
     failures: list[str] = []
     not_implemented = False
     if not callable(learner_fn):

@@ -5,7 +5,9 @@ A thread cannot stop a Python loop from outside, so the limit is enforced by int
 
 - ``"alarm"`` (Linux, macOS): ``signal.setitimer(ITIMER_REAL)`` delivers ``SIGALRM``, whose handler
   raises :class:`CaseTimeout` between two bytecodes of the running loop. The timer repeats every
-  ``_REPEAT`` seconds, so a loop that swallows the first exception with a bare ``except:`` is hit again.
+  ``_REPEAT`` seconds; if the call is still running at the second interrupt (a loop that swallows
+  the exception with a bare ``except:``), a trace function is installed on the running frames that
+  raises again on every line, including inside the ``except`` block, so the exception escapes.
 - ``"interrupt"`` (Windows, or wherever ``setitimer`` is missing): a watchdog thread calls
   ``_thread.interrupt_main(SIGINT)`` when the time is up; a temporary ``SIGINT`` handler turns that
   (and only that — a real Ctrl-C stays a ``KeyboardInterrupt``) into :class:`CaseTimeout`.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +33,36 @@ from typing import Any
 __all__ = ["CaseTimeout", "CallOutcome", "available_strategy", "call_with_time_limit", "time_limit"]
 
 _REPEAT = 0.25  # seconds between repeated interrupts once the limit has passed
+
+
+class _Escalation:
+    """Raise :class:`CaseTimeout` on every traced line of the running frames (see the docstring)."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.previous_trace = None
+
+    def tracer(self, frame, event, arg):  # noqa: ARG002 — sys.settrace signature
+        if not self.on:
+            return None
+        if event == "line":  # a trace function that raises is removed: start() re-installs it
+            raise CaseTimeout()
+        return self.tracer
+
+    def start(self, frame) -> None:
+        """(Re-)install the tracer on ``frame`` and its callers; called at each repeated interrupt."""
+        if not self.on:
+            self.on = True
+            self.previous_trace = sys.gettrace()
+        sys.settrace(self.tracer)
+        while frame is not None:  # frames already running need their own f_trace
+            frame.f_trace = self.tracer
+            frame = frame.f_back
+
+    def stop(self) -> None:
+        if self.on:
+            self.on = False
+            sys.settrace(self.previous_trace)
 
 
 class CaseTimeout(BaseException):
@@ -52,9 +85,12 @@ def available_strategy() -> str:
 @contextlib.contextmanager
 def _alarm(seconds: float, state: dict) -> Iterator[None]:
     armed = {"on": True}
+    escalation = _Escalation()
 
     def on_alarm(signum, frame):  # noqa: ARG001 — signal handler signature
         if armed["on"]:  # a SIGALRM still pending after the call returned is ignored
+            if state["fired"]:
+                escalation.start(frame)
             state["fired"] = True
             raise CaseTimeout()
 
@@ -65,6 +101,7 @@ def _alarm(seconds: float, state: dict) -> Iterator[None]:
         yield
     finally:
         armed["on"] = False
+        escalation.stop()
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous_handler)  # runs a pending handler first (ignored)
         if previous_delay > 0:  # someone else's timer was pending: give it back what is left
@@ -76,11 +113,14 @@ def _alarm(seconds: float, state: dict) -> Iterator[None]:
 def _interrupt(seconds: float, state: dict) -> Iterator[None]:
     done = threading.Event()
     requested = threading.Event()
+    escalation = _Escalation()
 
     def on_sigint(signum, frame):  # noqa: ARG001
         if done.is_set():
             return  # our own interrupt, arriving after the call returned: ignore it
         if requested.is_set():
+            if state["fired"]:
+                escalation.start(frame)
             state["fired"] = True
             raise CaseTimeout()
         raise KeyboardInterrupt  # a real Ctrl-C / kernel interrupt
@@ -101,6 +141,7 @@ def _interrupt(seconds: float, state: dict) -> Iterator[None]:
         yield
     finally:
         done.set()
+        escalation.stop()
         thread.join()
         signal.signal(signal.SIGINT, previous_handler)  # runs a pending handler first (ignored)
 
