@@ -2,8 +2,14 @@
 
 A check calls the learner's function on several cases, compares each answer with the reference
 (values, shapes, dtypes, NaNs, max difference) and prints a short report: which case, expected vs
-got, and a hint. It never lets the learner's exception, wrong shape or NaN crash the kernel; it
-returns a :class:`CheckResult` (truthy when everything passed).
+got, and a hint. Nothing the learner's code does escapes into the notebook: an exception, an
+infinite loop (each case has a time limit, see :mod:`minillm.checks.limits`), a result that cannot
+be compared, or a change to its own inputs all become lines of the report. It returns a
+:class:`CheckResult` (truthy when everything passed).
+
+Hints are given on request: the exercise stubs only say ``call hint('<name>')``, and :func:`hint`
+reveals the solution's ``# HINT:`` lines one at a time (see :mod:`minillm.checks.hints`). A check
+that fails on a stub (NotImplementedError) does not print its own hint either.
 
 With ``MINILLM_STRICT_CHECKS=1`` a failed check raises ``AssertionError`` instead of only printing
 (the solutions notebooks run that way under nbval, and autograding uses it too).
