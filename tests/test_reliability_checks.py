@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -320,3 +321,30 @@ def test_strict_mode_still_raises_on_a_timeout(monkeypatch):
     monkeypatch.setenv("MINILLM_STRICT_CHECKS", "1")
     with pytest.raises(AssertionError, match="did not finish"):
         run_check("spin", lambda: _spin(), lambda: None, [Case()], verbose=False, time_limit=0.2)
+
+
+def _swallow():
+    while True:
+        try:
+            while True:
+                pass
+        except BaseException:  # noqa: BLE001
+            pass
+
+
+@pytest.mark.parametrize("strategy", ["alarm", "interrupt"])
+def test_a_loop_that_swallows_the_interrupt_is_still_stopped_and_tracing_is_given_back(strategy):
+    if strategy == "alarm" and available_strategy() != "alarm":
+        pytest.skip("needs SIGALRM")
+    previous = sys.gettrace()
+
+    def other_tracer(frame, event, arg):
+        return None
+
+    sys.settrace(other_tracer)
+    try:
+        outcome = call_with_time_limit(_swallow, seconds=0.2, strategy=strategy)
+        assert sys.gettrace() is other_tracer
+    finally:
+        sys.settrace(previous)
+    assert outcome.timed_out

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..settings import strict_checks
+from ..validation import check_float
 from .limits import call_with_time_limit
 
 __all__ = ["Case", "CheckResult", "DEFAULT_TIME_LIMIT", "compare", "hint", "run_check"]
@@ -340,6 +341,7 @@ def run_check(name: str, learner_fn: Callable, reference_fn: Callable, cases: Se
     """
     if time_limit == "default":
         time_limit = DEFAULT_TIME_LIMIT
+    check_float("time_limit", time_limit, low=0, low_inclusive=False, allow_none=True)
     failures: list[str] = []
     not_implemented = False
     if not callable(learner_fn):

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..validation import check_choice, check_float
+
 __all__ = ["CaseTimeout", "CallOutcome", "available_strategy", "call_with_time_limit", "time_limit"]
 
 _REPEAT = 0.25  # seconds between repeated interrupts once the limit has passed
@@ -41,6 +43,7 @@ class _Escalation:
     def __init__(self) -> None:
         self.on = False
         self.previous_trace = None
+        self.frames: dict[int, tuple[Any, Any]] = {}  # id -> (frame, its f_trace before)
 
     def tracer(self, frame, event, arg):  # noqa: ARG002 — sys.settrace signature
         if not self.on:
@@ -56,6 +59,7 @@ class _Escalation:
             self.previous_trace = sys.gettrace()
         sys.settrace(self.tracer)
         while frame is not None:  # frames already running need their own f_trace
+            self.frames.setdefault(id(frame), (frame, frame.f_trace))
             frame.f_trace = self.tracer
             frame = frame.f_back
 
@@ -63,6 +67,9 @@ class _Escalation:
         if self.on:
             self.on = False
             sys.settrace(self.previous_trace)
+            for frame, previous in self.frames.values():  # give debuggers/coverage theirs back
+                frame.f_trace = previous
+            self.frames.clear()
 
 
 class CaseTimeout(BaseException):
@@ -154,8 +161,9 @@ def time_limit(seconds: float | None, strategy: str | None = None) -> Iterator[d
     ``seconds=None`` or ``strategy="none"`` disables the limit. ``strategy`` defaults to
     :func:`available_strategy` (tests force ``"interrupt"`` to exercise the Windows path).
     """
+    check_float("seconds", seconds, low=0, low_inclusive=False, allow_none=True)  # 0 would disarm
     state = {"fired": False, "strategy": "none"}
-    strategy = strategy or available_strategy()
+    strategy = check_choice("strategy", strategy or available_strategy(), ("alarm", "interrupt", "none"))
     if seconds is None or strategy == "none" or threading.current_thread() is not threading.main_thread():
         yield state
         return
@@ -186,6 +194,7 @@ def call_with_time_limit(fn: Callable, args: tuple = (), kwargs: dict | None = N
     stop) propagates.
     """
     kwargs = kwargs or {}
+    check_float("seconds", seconds, low=0, low_inclusive=False, allow_none=True)
     strategy = strategy or available_strategy()
     start = time.monotonic()
     if seconds is not None and strategy == "none":
