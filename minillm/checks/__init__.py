@@ -237,8 +237,14 @@ def _equal(a: Any, b: Any) -> bool:
 
 
 def _describe_exception(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 — an exception whose __str__ fails
+        text = f"<{type(exc).__name__} without a readable message>"
     if isinstance(exc, NotImplementedError):
-        return f"not implemented yet ({exc})" if str(exc) else "not implemented yet"
+        return f"not implemented yet ({text})" if text else "not implemented yet"
+    if isinstance(exc, SystemExit):
+        return f"called exit() / sys.exit({text}); a function should return its answer instead"
     frames = traceback.extract_tb(exc.__traceback__)
     where = ""
     for fr in reversed(frames):
@@ -246,7 +252,7 @@ def _describe_exception(exc: BaseException) -> str:
             code = (fr.line or "").strip()
             where = f" at line {fr.lineno}" + (f": `{code}`" if code else "")
             break
-    return f"raised {type(exc).__name__}: {exc}{where}"
+    return f"raised {type(exc).__name__}: {text}{where}"
 
 
 def _copy_args(value: Any) -> Any:

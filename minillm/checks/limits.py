@@ -195,7 +195,9 @@ def call_with_time_limit(fn: Callable, args: tuple = (), kwargs: dict | None = N
     """
     kwargs = kwargs or {}
     check_float("seconds", seconds, low=0, low_inclusive=False, allow_none=True)
-    strategy = strategy or available_strategy()
+    strategy = check_choice("strategy", strategy or available_strategy(), ("alarm", "interrupt", "none"))
+    if threading.current_thread() is not threading.main_thread():
+        strategy = "none"  # signal handlers can only be set in the main thread
     start = time.monotonic()
     if seconds is not None and strategy == "none":
         return _call_in_thread(fn, args, kwargs, seconds, start)
