@@ -14,6 +14,7 @@ def check_causal_mask(fn) -> CheckResult:
     """``fn(T)`` → (T, T) bool tensor, True where query i may attend to key j (j <= i)."""
     cases = [Case((1,), description="T=1"), Case((4,), description="T=4"),
              Case((9,), description="T=9")]
+    # compare() requires a bool tensor here: a float 0/1 mask breaks `~mask` and masked_fill
     return run_check("causal_mask", fn, lambda T: causal_mask(T), cases,
                      hint="True on and below the diagonal: torch.tril(torch.ones(T, T, dtype=torch.bool)) "
                           "or compare arange(T)[None, :] <= arange(T)[:, None]")
@@ -73,7 +74,12 @@ def check_layer_norm(fn) -> CheckResult:
              Case((torch.randn(2, 5, 16, generator=g) * 4 + 3, torch.randn(16, generator=g),
                    torch.randn(16, generator=g)), description="(2, 5, 16) with a weight and bias"),
              Case((torch.full((3, 8), 2.5), torch.ones(8), torch.zeros(8)), {"eps": 1e-3},
-                  description="constant rows: variance 0, eps keeps it finite")]
+                  description="constant rows: variance 0, eps keeps it finite"),
+             Case((torch.randn(4, 32, generator=g) * 1e-3, torch.ones(32), torch.zeros(32)),
+                  description="tiny variance (1e-6, below eps=1e-5): eps belongs inside the square "
+                              "root, sqrt(var + eps)"),
+             Case((torch.randn(2, 16, generator=g) * 0.05, torch.ones(16), torch.zeros(16)),
+                  {"eps": 0.01}, description="eps=0.01 passed by keyword must be used")]
     return run_check("layer_norm", fn, _ref_layer_norm, cases, atol=1e-5,
                      hint="mean and variance over dim=-1 with keepdim=True; var = ((x - mean)**2).mean "
                           "(not the unbiased .var()); (x - mean) / sqrt(var + eps) * weight + bias")
