@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .validation import check_nonempty, describe
+
 # Training window (tokens per training sequence) of recipes whose shipped metadata predates the
 # "tokens_seen" field; each value is the block_size argument of that recipe's trainer
 # (minillm/models/mlp_lm.py: train_mlp_shakespeare, minillm/models/char_rnn.py:
@@ -35,7 +37,8 @@ class TrainingCost:
     size: int  # trainable parameters, or stored n-gram counts
     train_tokens: int  # tokens processed in training (repeats counted); n-gram: characters counted
     chars_per_token: float | None  # 1 for character models; None if the checkpoint does not say
-    context_chars: float | None  # the most preceding characters one prediction can use; None: unbounded
+    context_tokens: int | None  # the model's window in tokens; None: recurrent (no fixed window)
+    context_chars: float | None  # the same in characters; None if unbounded or chars/token unknown
     train_minutes: float | None  # recorded training time (machine-dependent); None for n-grams
     recipe: str | None  # the checkpoint the numbers come from (None for n-grams)
 
@@ -53,7 +56,7 @@ def _counting_cost(result: dict[str, Any], n: int) -> TrainingCost:
     model = shakespeare_char_model(n)  # the counts every n-gram row is scored with (cached fit)
     stored = sum(model.distinct_ngrams(m) for m in range(1, n + 1))
     return TrainingCost(result["model"], result["bpc"], "counting", float(n * chars), stored, chars,
-                        1.0, float(n - 1), None, None)
+                        1.0, n - 1, float(n - 1), None, None)
 
 
 def _available_checkpoints():
@@ -108,11 +111,18 @@ def _neural_cost(result: dict[str, Any]) -> TrainingCost:
     context = window * cpt if (window is not None and cpt is not None) else None
     seconds = meta.get("history", {}).get("seconds")
     return TrainingCost(result["model"], result["bpc"], "neural", 6.0 * params * tokens, params,
-                        tokens, cpt, context, seconds / 60 if seconds else None, recipe)
+                        tokens, cpt, window, context, seconds / 60 if seconds else None, recipe)
 
 
 def training_costs(results: list[dict[str, Any]]) -> list[TrainingCost]:
     """One :class:`TrainingCost` per row of :func:`minillm.leaderboard.leaderboard`, same order."""
+    if not isinstance(results, (list, tuple)):
+        raise TypeError(f"results must be the list returned by leaderboard(), got {describe(results)}")
+    check_nonempty("results", results)
+    for r in results:
+        if not isinstance(r, dict) or not {"model", "bpc", "params"} <= set(r):
+            raise TypeError("results must hold leaderboard() rows (dicts with 'model', 'bpc' and "
+                            f"'params'), got {describe(r)}")
     costs = []
     for r in results:
         n = _ngram_order(r["model"]) if r.get("params") is None else None
@@ -128,7 +138,8 @@ def format_costs(costs: list[TrainingCost]) -> str:
         size = f"{c.size:,}" + (" c" if c.kind == "counting" else " p")
         ops = f"{c.operations:.1e}" + (" op" if c.kind == "counting" else " F")
         cpt = "?" if c.chars_per_token is None else f"{c.chars_per_token:.2f}"
-        ctx = "recurrent" if c.context_chars is None else f"{c.context_chars:.0f}"
+        ctx = (f"{c.context_chars:.0f}" if c.context_chars is not None else
+               f"{c.context_tokens} tok" if c.context_tokens is not None else "recurrent")
         minutes = "—" if c.train_minutes is None else f"{c.train_minutes:.1f}"
         lines.append(f"{c.model[:34]:34s} {c.bpc:9.3f} {size:>11s} {c.train_tokens:13,d} {cpt:>9s} "
                      f"{ops:>9s} {ctx:>9s} {minutes:>7s}")
