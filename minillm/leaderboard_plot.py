@@ -13,6 +13,7 @@ a plot is drawn.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -159,13 +160,17 @@ def plot_costs(costs: list[TrainingCost], axes=None):
     for ax, attr, xlabel in [
             (axes[0], "operations", "training compute: FLOPs ≈ 6·N·D (neural), count updates (n-gram)"),
             (axes[1], "size", "model size: parameters (neural), stored counts (n-gram)")]:
+        crowd: dict[tuple[float, float], int] = {}  # labels already placed near a point
         for kind, marker, color in [("counting", "s", "C1"), ("neural", "o", "C0")]:
             pts = [c for c in costs if c.kind == kind]
             ax.scatter([getattr(c, attr) for c in pts], [c.bpc for c in pts], marker=marker,
                        color=color, s=50, label="n-gram (counting)" if kind == "counting" else "neural")
             for c in pts:
-                ax.annotate(c.model, (getattr(c, attr), c.bpc), fontsize=7, xytext=(4, 3),
-                            textcoords="offset points")
+                near = (round(math.log10(getattr(c, attr)), 1), round(c.bpc, 1))
+                shift = crowd.get(near, 0)
+                crowd[near] = shift + 1
+                ax.annotate(c.model, (getattr(c, attr), c.bpc), fontsize=7,
+                            xytext=(4, 3 - 9 * shift), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel(xlabel, fontsize=9)
         ax.set_ylabel("test bits per character (lower is better)")
