@@ -60,35 +60,33 @@ def _counting_cost(result: dict[str, Any], n: int) -> TrainingCost:
                         1.0, n - 1, float(n - 1), None, None)
 
 
-def _available_checkpoints():
-    """(recipe name, checkpoint dir) for every recipe with a shipped or cached checkpoint."""
+def available_models() -> dict[str, Any]:
+    """Every recipe's trained model that is shipped or cached (never trained here), by recipe name."""
     from . import hub
+    from .checkpoint import load_checkpoint
     from .recipes import RECIPES
 
+    models = {}
     for name in RECIPES:
         for path in (hub.shipped_path(name), hub.cached_path(name)):
             if (path / "config.json").is_file():
-                yield name, path
+                models[name] = load_checkpoint(path)
                 break
+    return models
 
 
-def find_checkpoint(result: dict[str, Any]):
+def find_checkpoint(result: dict[str, Any], models: dict[str, Any] | None = None):
     """The trained model behind a neural leaderboard row: its ``"recipe"`` if the row names one,
-    else the one available checkpoint with the row's parameter count. Returns (recipe, model)."""
-    from .checkpoint import load_checkpoint
-
+    else the one available model with the row's parameter count. Returns (recipe, model)."""
+    models = available_models() if models is None else models
     named = result.get("recipe")
-    matches = []
-    for name, path in _available_checkpoints():
-        if named is not None and name != named:
-            continue
-        model = load_checkpoint(path)
-        if named is not None or sum(p.numel() for p in model.parameters()) == result["params"]:
-            matches.append((name, model))
+    matches = [(name, m) for name, m in models.items()
+               if (name == named if named is not None
+                   else sum(p.numel() for p in m.parameters()) == result["params"])]
     if len(matches) != 1:
-        found = [name for name, _ in matches]
         raise ValueError(f"cannot tell which checkpoint row {result['model']!r} scores (params "
-                         f"{result['params']}): candidates {found}; add 'recipe' to its Score/row")
+                         f"{result['params']}): candidates {[name for name, _ in matches]}; "
+                         "add 'recipe' to its Score/row")
     return matches[0]
 
 
@@ -102,8 +100,8 @@ def _tokens_seen(recipe: str, model, metadata: dict[str, Any]) -> int:
     return int(metadata["history"]["items_seen"]) * int(window)
 
 
-def _neural_cost(result: dict[str, Any]) -> TrainingCost:
-    recipe, model = find_checkpoint(result)
+def _neural_cost(result: dict[str, Any], models: dict[str, Any]) -> TrainingCost:
+    recipe, model = find_checkpoint(result, models)
     meta = model.checkpoint_metadata
     params = sum(p.numel() for p in model.parameters())
     tokens = _tokens_seen(recipe, model, meta)
@@ -124,10 +122,15 @@ def training_costs(results: list[dict[str, Any]]) -> list[TrainingCost]:
         if not isinstance(r, dict) or not {"model", "bpc", "params"} <= set(r):
             raise TypeError("results must hold leaderboard() rows (dicts with 'model', 'bpc' and "
                             f"'params'), got {describe(r)}")
+    models: dict[str, Any] | None = None  # loaded once, on the first neural row
     costs = []
     for r in results:
         n = _ngram_order(r["model"]) if r.get("params") is None else None
-        costs.append(_counting_cost(r, n) if n is not None else _neural_cost(r))
+        if n is not None:
+            costs.append(_counting_cost(r, n))
+        else:
+            models = available_models() if models is None else models
+            costs.append(_neural_cost(r, models))
     return costs
 
 
