@@ -110,6 +110,14 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                           'hints': ['F.one_hot(ids, num_classes=weight.size(0)) gives integers: '
                                     'convert them with .to(weight.dtype)'],
                           'notebook': '04_neural_lm.ipynb'}],
+ 'generate_with_cache': [{'function': 'generate_with_cache',
+                          'hints': ['cache = KVCache(model.config, idx.size(0)); logits = '
+                                    'model(new, cache)[:, -1] where new is the prompt first, then '
+                                    'only the last token (B, 1)',
+                                    'greedy: logits.argmax(-1, keepdim=True); sampling: '
+                                    'torch.multinomial(torch.softmax(logits / temperature, -1), 1, '
+                                    'generator=g)'],
+                          'notebook': '08_gpt.ipynb'}],
  'gru_cell': [{'function': 'gru_step',
                'hints': ['keep the two products separate: the reset gate multiplies only the '
                          'hidden part u_n'],

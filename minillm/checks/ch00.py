@@ -69,8 +69,12 @@ def _compare_trained_bigram(expected: _BigramTarget, got, **_) -> str | None:
         return f"result: expected a ({V}, {V}) tensor of logits, got {type(got).__name__}"
     if tuple(got.shape) != (V, V):
         return f"result: expected shape ({V}, {V}), got {tuple(got.shape)}"
-    if not got.is_floating_point() or not torch.isfinite(got).all():
-        return "result: the logits must be finite floating-point numbers"
+    if not got.is_floating_point():
+        return f"result: the logits must be floating-point numbers, got dtype {got.dtype}"
+    if not torch.isfinite(got).all():
+        n_nan, n_inf = int(torch.isnan(got).sum()), int(torch.isinf(got).sum())
+        return (f"result: the logits must be finite, got {n_nan} NaN and {n_inf} infinite values "
+                f"(a learning rate too high, or a log of 0?)")
     ids = expected.ids
     nll = float(torch.nn.functional.cross_entropy(got.detach().double()[ids[:-1]], ids[1:]))
     if nll > expected.optimum + 0.01:

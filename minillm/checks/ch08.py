@@ -126,3 +126,78 @@ def check_kv_cache_append(fn) -> CheckResult:
                      extra_check=lambda args, kwargs, got: _views_of_the_cache(args[0], args[1], got),
                      hint="cache_k[:, :, length:length + T] = k (same for v), then return "
                           "cache_k[:, :, :length + T] and cache_v[:, :, :length + T]")
+
+
+# ----- larger exercise: a whole KV-cached generate, checked against the recompute path -----
+
+def _counting_gpt():
+    """A tiny random GPT that counts the positions its forward passes compute (``positions``).
+
+    Its token embedding is drawn with std 0.1 (not GPT-2's 0.02): the logits are then far enough
+    apart that a rounding difference between the cached and the recomputed path cannot flip an
+    argmax (the smallest top-2 gap is ~0.17), yet flat enough that sampling differs from greedy.
+    """
+    from ..models.gpt import GPT, GPTConfig
+
+    class CountingGPT(GPT):
+        positions = 0
+
+        def hidden_states(self, idx, cache=None):
+            self.positions += idx.size(1)
+            return super().hidden_states(idx, cache)
+
+    torch.manual_seed(0)
+    model = CountingGPT(GPTConfig.tiny(vocab_size=50))
+    torch.nn.init.normal_(model.transformer.wte.weight, std=0.1)
+    return model.eval()
+
+
+def check_generate_with_cache(fn) -> CheckResult:
+    """``fn(model, idx, max_new_tokens, do_sample=False, temperature=1.0, seed=None)`` → (B, T +
+    max_new_tokens) token ids, using a ``KVCache``: the same tokens as ``model.generate(...,
+    use_cache=False)`` (greedy, or sampled with ``torch.Generator().manual_seed(seed)``), while the
+    model computes only the prompt once and then one position per new token."""
+    model = _counting_gpt()
+    g = torch.Generator().manual_seed(4)
+
+    def ids(B, T):
+        return torch.randint(0, model.config.vocab_size, (B, T), generator=g)
+
+    def reference(model, idx, n, do_sample=False, temperature=1.0, seed=None):
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        tokens = model.generate(idx, n, do_sample=do_sample, temperature=temperature,
+                                use_cache=False, generator=gen)
+        return {"tokens": tokens, "positions": idx.size(1) + n - 1}
+
+    def learner(model, idx, n, **kwargs):
+        before = model.positions
+        tokens = fn(model, idx, n, **kwargs)
+        return {"tokens": tokens, "positions": model.positions - before}
+
+    def compare_generation(expected, got, **kw):
+        msg = compare(expected["tokens"], got["tokens"], path="tokens")
+        if msg:
+            return msg + " (reference: model.generate(..., use_cache=False))"
+        if got["positions"] != expected["positions"]:
+            return (f"the tokens are right, but the model computed {got['positions']} positions; "
+                    f"with a KV cache it needs {expected['positions']} (the prompt once, then one "
+                    f"new token per step)")
+        return None
+
+    cases = [
+        Case((model, ids(1, 3), 10), description="greedy, one prompt of 3 tokens, 10 new"),
+        Case((model, ids(2, 5), 12), description="greedy, a batch of 2 prompts"),
+        Case((model, ids(1, 1), 20), dict(do_sample=True, temperature=0.7, seed=0),
+             description="sampling at temperature 0.7, seed 0, a 1-token prompt"),
+        Case((model, ids(3, 4), 15), dict(do_sample=True, temperature=1.3, seed=1),
+             description="sampling at temperature 1.3, seed 1, a batch of 3"),
+        Case((model, ids(1, 6), 1), description="one new token: only the prompt pass"),
+        Case((model, ids(1, 2), model.config.block_size - 1),
+             description="filling the whole context window"),
+    ]
+    return run_check("generate_with_cache", learner, reference, cases,
+                     compare_fn=compare_generation,
+                     hint="cache = KVCache(model.config, B); first logits = model(idx, cache)[:, -1]; "
+                          "then each step feed only the new token (B, 1): model(new, cache)[:, -1]; "
+                          "sample with torch.multinomial(torch.softmax(logits / temperature, -1), 1, "
+                          "generator=gen)")
