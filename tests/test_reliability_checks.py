@@ -26,6 +26,7 @@ from minillm.exercises import BEGIN
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 0.3  # seconds per case while probing hangs
+SOLUTION_LIMIT = 60.0  # seconds per case for answers that finish (slow, contended CI machines)
 
 
 def _src(cell) -> str:
@@ -166,14 +167,18 @@ FAULTS = ["raises", "hangs", "hangs_and_swallows", "returns_none", "wrong_type",
 
 @pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("name,check,solution", SOLUTIONS, ids=IDS)
-def test_every_check_reports_every_fault(name, check, solution, fault, capsys):
+def test_every_check_reports_every_fault(name, check, solution, fault, capsys, monkeypatch):
+    if not fault.startswith("hangs"):
+        # the short probing limit is for hangs; a slow machine must not fail a correct answer
+        monkeypatch.setattr(checks, "DEFAULT_TIME_LIMIT", SOLUTION_LIMIT)
     learner = _learner(fault, solution)
     start = time.monotonic()
     result = check(learner)  # must not raise, whatever the learner does
     elapsed = time.monotonic() - start
     out = capsys.readouterr().out
     assert isinstance(result, CheckResult)
-    assert elapsed < LIMIT * 4 + 10, f"{name}: the check took {elapsed:.1f} s"
+    if fault.startswith("hangs"):
+        assert elapsed < LIMIT * 4 + 10, f"{name}: the check took {elapsed:.1f} s"
     if fault == "mutates" and not learner.changed:
         assert result.passed, f"{name}: nothing mutable to change, the solution's answer must pass"
         return
@@ -188,7 +193,9 @@ def test_every_check_reports_every_fault(name, check, solution, fault, capsys):
 
 
 @pytest.mark.parametrize("name,check,solution", SOLUTIONS, ids=IDS)
-def test_every_check_passes_its_solution_without_mutation_complaints(name, check, solution, capsys):
+def test_every_check_passes_its_solution_without_mutation_complaints(name, check, solution, capsys,
+                                                                    monkeypatch):
+    monkeypatch.setattr(checks, "DEFAULT_TIME_LIMIT", SOLUTION_LIMIT)
     assert check(solution).passed, capsys.readouterr().out
 
 
