@@ -2,7 +2,7 @@
 
 Forward + backward of one causal multi-head attention layer (batch 1, width 128, 4 heads) at a few
 sequence lengths: best-of-5 wall-clock time and the peak bytes of tensors allocated during the call
-(``minillm.attention.peak_memory_bytes``; the CUDA allocator's peak on a GPU).
+(``minillm.profiling.peak_memory_bytes``; the CUDA allocator's peak on a GPU).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 
 from common import Row
 from minillm.attention import (MultiHeadAttention, MultiHeadAttentionExplicit, block_local_attention,
-                               causal_mask, peak_memory_bytes, scaled_dot_product_attention,
-                               split_heads, time_call)
+                               causal_mask, scaled_dot_product_attention, split_heads)
+from minillm.profiling import peak_memory_bytes, time_call
 from minillm.device import pick_device
 
 LENGTHS = (256, 1024, 2048)

@@ -1,4 +1,4 @@
-"""Self-attention, built up as a ladder of named classes, plus masks, sparse attention and its cost.
+"""Self-attention, built up as a ladder of named classes, plus masks and sparse attention.
 
 The ladder (each rung computes the same function as the one before, faster or more generally):
 
@@ -20,15 +20,10 @@ nh number of heads, hs head size (C // nh), nb number of blocks, b block size.
 from __future__ import annotations
 
 import math
-import time
-import weakref
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 # ---------------------------------------------------------------------------------------------
 # Masks
@@ -139,7 +134,7 @@ class SelfAttentionV1(nn.Module):
         self.W_value = nn.Linear(d_in, d_out, bias=bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
-                need_weights: bool = False):
+                need_weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, d_in) → (B, T, d_out); mask broadcastable to (B, T, T), True = attend."""
         if x.dim() != 3:
             raise ValueError(f"x must have shape (B, T, d_in), got {tuple(x.shape)}")
@@ -201,7 +196,8 @@ class MultiHeadAttentionExplicit(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, *,
-                mask: torch.Tensor | None = None, causal: bool = False, need_weights: bool = False):
+                mask: torch.Tensor | None = None, causal: bool = False, need_weights: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, T, C), context (B, S, C) or None (= x) → (B, T, C) [, weights (B, nh, T, S)].
 
         mask: bool, broadcastable to (B, nh, T, S), True = attend (see :func:`padding_mask`).
@@ -301,68 +297,3 @@ def block_local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blo
     mask[0, :, :b] = False  # block 0 has no previous block
     out, _ = scaled_dot_product_attention(qb, kk, vv, mask, scale=scale)  # (..., nb, b, hs)
     return out.reshape(*lead, nb * b, -1)[..., :T, :]
-
-
-# ---------------------------------------------------------------------------------------------
-# Measuring the cost
-
-
-class _TensorMemoryTracker(TorchDispatchMode):
-    """Counts the bytes of every tensor storage created while active, minus those freed."""
-
-    def __init__(self):
-        super().__init__()
-        self.current = self.peak = 0
-        self._live: set[int] = set()
-
-    def _free(self, key: int, nbytes: int) -> None:
-        self.current -= nbytes
-        self._live.discard(key)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                storage = t.untyped_storage()
-                key = id(storage)
-                if key not in self._live:
-                    self._live.add(key)
-                    self.current += storage.nbytes()
-                    self.peak = max(self.peak, self.current)
-                    weakref.finalize(storage, self._free, key, storage.nbytes())
-        return out
-
-
-def peak_memory_bytes(fn: Callable[[], object], device: torch.device | str = "cpu") -> int:
-    """Peak bytes of tensors allocated while ``fn()`` runs (beyond those alive before it).
-
-    On CUDA this is the allocator's own peak; elsewhere every tensor an operator creates is counted
-    until it is freed (the workspace a fused kernel uses internally is not visible).
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    tracker = _TensorMemoryTracker()
-    with tracker:
-        fn()
-    return tracker.peak
-
-
-def time_call(fn: Callable[[], object], repeats: int = 3, device: torch.device | str = "cpu") -> float:
-    """Fastest wall-clock seconds of ``repeats`` calls of ``fn()`` after one warm-up call."""
-    device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return best

@@ -19,6 +19,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .validation import check_int
+
 
 @lru_cache(maxsize=1)
 def cpu_supports_bf16() -> bool:
@@ -41,23 +43,47 @@ def _mps_available() -> bool:
     return bool(mps is not None and mps.is_available())
 
 
-def pick_device(prefer: str | None = None) -> torch.device:
+def check_device(name: str, value: torch.device | str) -> torch.device:
+    """A device that exists here: ``"cpu"``, ``"cuda"``/``"cuda:N"`` (N < the GPU count) or ``"mps"``.
+
+    Raises TypeError for something that is not a device or a string, ValueError for an unknown
+    kind, or a kind this machine lacks (no silent fallback: asking for CUDA on a CPU-only machine is
+    an error, not a CPU run that looks like a GPU run).
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{name} must be a device name such as 'cpu' or 'cuda', or a torch.device, "
+                        f"got {value!r} of type {type(value).__name__}")
+    try:
+        dev = torch.device(value)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cuda", "mps", "cpu"):
+        raise ValueError(f"unknown device {str(value)!r} for {name}: expected 'cuda', 'mps' or 'cpu'")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(value)!r} was requested for {name} but CUDA is not "
+                             "available here; use 'cpu' (or pick_device() to choose automatically)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(value)!r} was requested for {name} but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not _mps_available():
+        raise ValueError(f"device {str(value)!r} was requested for {name} but Apple MPS is not "
+                         "available here; use 'cpu' (or pick_device() to choose automatically)")
+    return dev
+
+
+def pick_device(prefer: str | torch.device | None = None) -> torch.device:
     """The device to run on: ``prefer`` or ``$MINILLM_DEVICE`` if given, else CUDA → MPS → CPU.
 
     Args:
         prefer: "cuda", "mps", "cpu" (or "cuda:1", ...). A preferred device that is not available
             raises ValueError rather than silently falling back.
     """
-    prefer = prefer or os.environ.get("MINILLM_DEVICE") or None
     if prefer is not None:
-        kind = prefer.split(":")[0]
-        if kind not in ("cuda", "mps", "cpu"):
-            raise ValueError(f"unknown device {prefer!r}: expected 'cuda', 'mps' or 'cpu'")
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {prefer!r} was requested but CUDA is not available here")
-        if kind == "mps" and not _mps_available():
-            raise ValueError(f"device {prefer!r} was requested but Apple MPS is not available here")
-        return torch.device(prefer)
+        return check_device("prefer", prefer)
+    env = os.environ.get("MINILLM_DEVICE")
+    if env:
+        return check_device("$MINILLM_DEVICE", env)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if _mps_available():
@@ -67,7 +93,7 @@ def pick_device(prefer: str | None = None) -> torch.device:
 
 def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
     """The mixed-precision dtype for training on ``device``, or None for plain fp32."""
-    device = torch.device(device)
+    device = check_device("device", device)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu":
@@ -80,7 +106,9 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None | str = "auto
 
     ``dtype="auto"`` uses :func:`autocast_dtype`.
     """
-    device = torch.device(device)
+    device = check_device("device", device)
+    if not (dtype is None or isinstance(dtype, torch.dtype) or (isinstance(dtype, str) and dtype == "auto")):
+        raise TypeError(f"dtype must be 'auto', None or a torch dtype, got {dtype!r}")
     if dtype == "auto":
         dtype = autocast_dtype(device)
     if dtype is None:
@@ -90,8 +118,7 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None | str = "auto
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (all devices) so a rerun reproduces; returns a torch Generator."""
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = check_int("seed", seed, low=0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds CUDA and MPS
@@ -121,7 +148,7 @@ class DeviceReport:
 
 def describe_device(device: torch.device | str | None = None) -> DeviceReport:
     """Report which device and precision minillm picks here, and why. Print the result."""
-    dev = torch.device(device) if device is not None else pick_device()
+    dev = pick_device(device)
     reasons = []
     if os.environ.get("MINILLM_DEVICE") and device is None:
         reasons.append(f"MINILLM_DEVICE={os.environ['MINILLM_DEVICE']} forces the device")

@@ -15,7 +15,6 @@ Maintainers refresh shipped checkpoints with ``python -m minillm.hub ship NAME``
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 from typing import Callable
 
@@ -24,26 +23,29 @@ from torch import nn
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config, save_checkpoint
 from .recipes import RECIPES, Recipe
 from .settings import cache_dir
+from .validation import check_bool, check_str
 
 SHIPPED_DIR = Path(__file__).parent / "checkpoints"
 
 
 def _recipe(name: str) -> Recipe:
+    check_str("name", name)
     if name not in RECIPES:
         raise KeyError(f"no recipe named {name!r}; known: {', '.join(sorted(RECIPES))}")
     return RECIPES[name]
 
 
 def _trainer(recipe: Recipe) -> Callable[..., tuple[nn.Module, dict]]:
-    module, _, func = recipe.trainer.partition(":")
-    return getattr(importlib.import_module(module), func)
+    return recipe.trainer
 
 
 def shipped_path(name: str) -> Path:
+    """Where the package ships the checkpoint of recipe ``name`` (it may not exist)."""
     return SHIPPED_DIR / name
 
 
 def cached_path(name: str) -> Path:
+    """Where the local cache keeps the checkpoint of recipe ``name`` once trained."""
     return cache_dir() / "checkpoints" / name
 
 
@@ -71,6 +73,7 @@ def load_pretrained(name: str, *, retrain: bool = False, progress: bool = True) 
     ``retrain=True`` ignores shipped and cached copies and trains again (then caches).
     """
     recipe = _recipe(name)
+    check_bool("retrain", retrain)
     if not retrain:
         for path in (shipped_path(name), cached_path(name)):
             if _is_current(path, recipe):

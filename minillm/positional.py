@@ -16,15 +16,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .validation import check_float, check_int, check_tensor
+
 
 def sinusoidal_encoding(n_positions: int, d_model: int, base: float = 10000.0) -> torch.Tensor:
     """(n_positions, d_model) float32 table; even channels are sines, odd channels cosines."""
-    if n_positions < 1:
-        raise ValueError(f"n_positions must be >= 1, got {n_positions}")
-    if d_model < 2 or d_model % 2:
+    check_int("n_positions", n_positions, low=1)
+    if check_int("d_model", d_model) < 2 or d_model % 2:
         raise ValueError(f"d_model must be an even number >= 2, got {d_model}")
-    if base <= 1:
-        raise ValueError(f"base must be > 1, got {base}")
+    check_float("base", base, low=1, low_inclusive=False)
     pos = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (P, 1)
     inv_freq = base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (C/2,)
     angles = pos * inv_freq  # (P, C/2); float64 so large positions keep their precision
@@ -35,6 +35,8 @@ def sinusoidal_encoding(n_positions: int, d_model: int, base: float = 10000.0) -
 
 
 def _check_input(x: torch.Tensor, d_model: int, offset: int, max_len: int) -> None:
+    check_tensor("x", x, dtype_kind="float")
+    check_int("offset", offset)
     if x.dim() != 3 or x.shape[-1] != d_model:
         raise ValueError(f"x must have shape (B, T, {d_model}), got {tuple(x.shape)}")
     if offset < 0 or offset + x.shape[1] > max_len:
@@ -61,6 +63,8 @@ class LearnedPositionalEmbedding(nn.Module):
 
     def __init__(self, max_len: int, d_model: int):
         super().__init__()
+        check_int("max_len", max_len, low=1)
+        check_int("d_model", d_model, low=1)
         self.d_model, self.max_len = d_model, max_len
         self.wpe = nn.Embedding(max_len, d_model)
         nn.init.normal_(self.wpe.weight, std=0.02)

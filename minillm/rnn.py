@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .validation import check_bool, check_float, check_int, check_tensor
+
 __all__ = [
     "rnn_cell", "lstm_cell", "gru_cell",
     "RNNCellTeaching", "LSTMCellTeaching", "GRUCellTeaching",
@@ -79,10 +81,9 @@ _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
 def _check_sizes(input_size: int, hidden_size: int, num_layers: int = 1) -> None:
-    for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
-                        ("num_layers", num_layers)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_int("input_size", input_size, low=1)
+    check_int("hidden_size", hidden_size, low=1)
+    check_int("num_layers", num_layers, low=1)
 
 
 def _init_uniform(module: nn.Module, hidden_size: int) -> None:
@@ -176,8 +177,9 @@ class _RecurrentTeaching(nn.Module):
                  batch_first: bool = False, dropout: float = 0.0):
         super().__init__()
         _check_sizes(input_size, hidden_size, num_layers)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_bool("bias", bias)
+        check_bool("batch_first", batch_first)
+        dropout = check_float("dropout", dropout, low=0, high=1, high_inclusive=False)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, dropout
         gates = _GATES[self.mode] * hidden_size
@@ -209,8 +211,10 @@ class _RecurrentTeaching(nn.Module):
         if tuple(h.shape) != expected:
             raise ValueError(f"{what} must have shape (L, B, H) = {expected}, got {tuple(h.shape)}")
 
-    def forward(self, x: torch.Tensor, hx=None):
+    def forward(self, x: torch.Tensor, hx: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
         """x (B, T, I) if ``batch_first`` else (T, B, I) → (output, final state), as torch does."""
+        check_tensor("x", x, dtype_kind="float")
         if x.dim() != 3 or x.size(-1) != self.input_size:
             layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
             raise ValueError(f"expected input of shape {layout} with I={self.input_size}, "
@@ -317,8 +321,10 @@ def input_gradient_norms(cell: nn.Module, inputs: torch.Tensor,
     """
     if not isinstance(cell, _CellTeaching):
         raise TypeError(f"expected a *CellTeaching module, got {type(cell).__name__}")
-    if inputs.dim() != 3:
-        raise ValueError(f"inputs must be (B, T, I), got shape {tuple(inputs.shape)}")
+    check_tensor("inputs", inputs, ndim=3, dtype_kind="float")
+    if inputs.size(-1) != cell.input_size or inputs.size(1) < 1:
+        raise ValueError(f"inputs must have shape (B, T >= 1, I={cell.input_size}), "
+                         f"got {tuple(inputs.shape)}")
     x = inputs.detach().clone().requires_grad_(True)
     if readout is None:
         g = torch.Generator().manual_seed(0)

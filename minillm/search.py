@@ -29,6 +29,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from .validation import check_float, check_int, check_tensor
+
 State = Any
 StepFn = Callable[[torch.Tensor, State], tuple[torch.Tensor, State]]
 ReorderFn = Callable[[State, torch.Tensor], State]
@@ -85,14 +87,11 @@ def beam_step(beam_scores: torch.Tensor, log_probs: torch.Tensor, k: int
     return scores, flat // V, flat % V
 
 
-def _check_args(batch_size: int, max_new_tokens: int, **ids: int) -> None:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+def _check_args(batch_size: int, max_new_tokens: int, **ids: int | None) -> None:
+    check_int("batch_size", batch_size, low=1)
+    check_int("max_new_tokens", max_new_tokens, low=1)
     for name, value in ids.items():
-        if not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int token id, got {value!r}")
+        check_int(name, value, low=0, allow_none=name == "eos_id")
 
 
 def _log_probs(logits: torch.Tensor, n_rows: int) -> torch.Tensor:
@@ -135,10 +134,10 @@ def greedy_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int
 
 
 @torch.no_grad()
-def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, eos_id: int,
-                max_new_tokens: int, num_beams: int = 4, length_penalty: float = 1.0,
-                pad_id: int = 0, reorder_fn: ReorderFn = reorder_state,
-                expand_fn: ReorderFn = reorder_state,
+def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int | None,
+                eos_id: int | None, max_new_tokens: int, num_beams: int = 4,
+                length_penalty: float = 1.0, pad_id: int = 0, reorder_fn: ReorderFn = reorder_state,
+                expand_fn: ReorderFn = reorder_state, prompt: torch.Tensor | None = None,
                 device: torch.device | str | None = None) -> SearchOutput:
     """Keep the ``num_beams`` best hypotheses of every sentence; return each sentence's best.
 
@@ -152,16 +151,33 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
             surviving rows after every step (both default to :func:`reorder_state`; a model whose
             state holds per-sentence data such as encoder memory can skip reordering it, since
             beams never move between sentences).
-        num_beams: hypotheses kept per sentence (1 = greedy decoding).
+        bos_id: the start token every prefix begins with (ignored when ``prompt`` is given).
+        eos_id: the token that ends a hypothesis; None = no end token (decoder-only LMs without
+            one): every hypothesis then has ``max_new_tokens`` tokens and the length penalty has
+            no effect, so candidates are ranked by their raw score.
+        num_beams: hypotheses kept per sentence (1 = greedy decoding). More beams than distinct
+            hypotheses is allowed: the surplus stays at score -inf and never wins.
         length_penalty: exponent of the length normalization (0 = raw log-probability).
+        prompt: (B, T0) ids every prefix starts from instead of ``bos_id`` (a decoder-only LM's
+            prompt); the returned sequences exclude it.
     """
+    if prompt is not None:
+        check_tensor("prompt", prompt, ndim=2, dtype_kind="int")
+        if prompt.size(0) != batch_size or prompt.size(1) < 1:
+            raise ValueError(f"prompt must have shape (batch_size={batch_size}, T >= 1), "
+                             f"got {tuple(prompt.shape)}")
+        bos_id = 0 if bos_id is None else bos_id  # unused
     _check_args(batch_size, max_new_tokens, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
-    if not isinstance(num_beams, int) or num_beams < 1:
-        raise ValueError(f"num_beams must be an int >= 1, got {num_beams!r}")
-    B, K = batch_size, num_beams
+    K = check_int("num_beams", num_beams, low=1)
+    length_penalty = check_float("length_penalty", length_penalty)
+    B = batch_size
     N = B * K
     state = expand_fn(state, torch.arange(B, device=device).repeat_interleave(K))  # rows b*K .. b*K+K-1
-    prefix = torch.full((N, 1), bos_id, dtype=torch.long, device=device)  # (N, 1)
+    if prompt is None:
+        prefix = torch.full((N, 1), bos_id, dtype=torch.long, device=device)  # (N, 1)
+    else:
+        prefix = prompt.to(device).repeat_interleave(K, dim=0)  # (N, T0) every beam starts as the prompt
+    start = prefix.size(1)
     beam_scores = torch.zeros(B, K, device=device)
     beam_scores[:, 1:] = float("-inf")  # all beams start identical: let only the first one expand
     lengths = torch.zeros(N, dtype=torch.long, device=device)
@@ -171,6 +187,15 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
         logits, state = step_fn(prefix, state)
         logp = _log_probs(logits, N)  # (N, V)
         V = logp.size(-1)
+        if eos_id is None:  # equal lengths: rank by the raw score (normalising cannot change the order)
+            scores, beam_idx, token = beam_step(beam_scores, logp.view(B, K, V), K)
+            rows = (offsets + beam_idx).reshape(N)  # (N,) which old row each new hypothesis extends
+            beam_scores = scores  # (B, K), best first
+            token = token.reshape(N)
+            prefix = torch.cat([prefix[rows], token[:, None]], dim=1)  # (N, t+1)
+            lengths = lengths + 1
+            state = reorder_fn(state, rows)
+            continue
         if bool(finished.any()):  # a finished hypothesis continues only with padding, at no cost
             done_row = torch.full((V,), float("-inf"), device=logp.device)
             done_row[pad_id] = 0.0
@@ -189,6 +214,7 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
         state = reorder_fn(state, rows)
         if bool(finished.all()):
             break
-    final = beam_scores / lengths.view(B, K).clamp(min=1).float().pow(length_penalty)  # (B, K)
+    final = (beam_scores if eos_id is None  # equal lengths: the raw score decides
+             else beam_scores / lengths.view(B, K).clamp(min=1).float().pow(length_penalty))  # (B, K)
     best = offsets.squeeze(1) + final.argmax(dim=1)  # (B,) row of each sentence's winner
-    return SearchOutput(prefix[best, 1:], beam_scores.reshape(N)[best], lengths[best])
+    return SearchOutput(prefix[best, start:], beam_scores.reshape(N)[best], lengths[best])

@@ -21,10 +21,15 @@ from typing import TypeVar
 T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
 
 
 def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
+    value = os.environ.get(name, "").strip().lower()
+    if value not in _TRUE | _FALSE:  # a typo must not silently mean "off"
+        raise ValueError(f"environment variable {name}={os.environ[name]!r} is not a switch value: "
+                         f"expected one of {sorted(_TRUE)} (on) or {sorted(_FALSE - {''})} (off)")
+    return value in _TRUE
 
 
 def quick_mode() -> bool:

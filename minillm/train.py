@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .device import autocast as autocast_ctx
-from .device import autocast_dtype
+from .device import autocast_dtype, check_device
+from .validation import check_bool, check_float, check_int, check_tensor, describe
 
 Batch = Any
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -53,14 +54,52 @@ class TrainConfig:
     progress: bool = True  # show a tqdm progress bar
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.accum_steps < 1:
-            raise ValueError(f"accum_steps must be >= 1, got {self.accum_steps}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        self.steps = check_int("steps", self.steps, low=1)
+        self.lr = check_float("lr", self.lr, low=0, low_inclusive=False)
+        self.min_lr = check_float("min_lr", self.min_lr, low=0, high=self.lr, allow_none=True)
+        self.warmup_steps = check_int("warmup_steps", self.warmup_steps, low=0)
+        self.weight_decay = check_float("weight_decay", self.weight_decay, low=0)
+        self.betas = check_betas(self.betas)
+        # 0 would stop training silently (every update scaled to nothing): use None to turn it off
+        self.grad_clip = check_float("grad_clip", self.grad_clip, low=0, low_inclusive=False,
+                                     allow_none=True)
+        self.accum_steps = check_int("accum_steps", self.accum_steps, low=1)
+        self.eval_every = check_int("eval_every", self.eval_every, low=0)
+        self.eval_batches = check_int("eval_batches", self.eval_batches, low=1)
+        self.autocast = check_autocast("autocast", self.autocast)
+        self.compile = check_bool("compile", self.compile)
+        self.progress = check_bool("progress", self.progress)
+
+
+def check_betas(betas: Any, name: str = "betas") -> tuple[float, float]:
+    """AdamW's (beta1, beta2): two numbers in [0, 1)."""
+    if isinstance(betas, (str, bytes)) or not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"{name} must be a pair (beta1, beta2) of numbers in [0, 1), got {describe(betas)}")
+    return (check_float(f"{name}[0]", betas[0], low=0, high=1, high_inclusive=False),
+            check_float(f"{name}[1]", betas[1], low=0, high=1, high_inclusive=False))
+
+
+def check_autocast(name: str, value: Any) -> Any:
+    """``"auto"``, None (fp32) or one of the mixed-precision dtypes bfloat16 / float16."""
+    if value is None or (isinstance(value, str) and value == "auto"):
+        return value
+    if value in (torch.bfloat16, torch.float16):
+        return value
+    raise ValueError(f"{name} must be 'auto', None (fp32), torch.bfloat16 or torch.float16, "
+                     f"got {describe(value)}")
+
+
+def _check_source(name: str, source: Any) -> None:
+    if isinstance(source, torch.Tensor) or not (callable(source) or hasattr(source, "__iter__")):
+        raise TypeError(f"{name} must be a zero-argument callable returning a batch or an iterable of "
+                        f"batches, got {describe(source)} of type {type(source).__name__}")
+
+
+def _check_module(name: str, model: Any) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {describe(model)} of type "
+                        f"{type(model).__name__}")
+    return model
 
 
 def get_lr(step: int, *, max_lr: float, warmup_steps: int, total_steps: int,
@@ -69,6 +108,11 @@ def get_lr(step: int, *, max_lr: float, warmup_steps: int, total_steps: int,
 
     A pure function, so the schedule can be plotted and tested on its own.
     """
+    step = check_int("step", step, low=0)
+    max_lr = check_float("max_lr", max_lr, low=0, low_inclusive=False)
+    warmup_steps = check_int("warmup_steps", warmup_steps, low=0)
+    total_steps = check_int("total_steps", total_steps, low=1)
+    min_lr = check_float("min_lr", min_lr, low=0, high=max_lr, allow_none=True)
     min_lr = max_lr / 10 if min_lr is None else min_lr
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
@@ -169,6 +213,10 @@ def _as_stream(source: BatchSource) -> Iterator[Batch]:
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
                    betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices (dim >= 2) only: biases, norms and gains are not decayed."""
+    _check_module("model", model)
+    lr = check_float("lr", lr, low=0, low_inclusive=False)
+    weight_decay = check_float("weight_decay", weight_decay, low=0)
+    betas = check_betas(betas)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (all requires_grad=False)")
@@ -183,8 +231,21 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
 def evaluate(model: nn.Module, batches: BatchSource, *, loss_fn: LossFn = lm_loss,
              max_batches: int | None = None, device: torch.device | None = None,
              autocast: Any = "auto") -> float:
-    """Mean loss over up to ``max_batches`` batches, in eval mode (restores the previous mode)."""
-    device = device or next(model.parameters()).device
+    """Mean loss over up to ``max_batches`` batches, in eval mode (restores the previous mode).
+
+    ``batches`` is a re-iterable (a list: a fixed validation set, read from its start each time) or a
+    zero-argument callable that samples a batch per call; a callable never runs out, so it needs
+    ``max_batches``.
+    """
+    _check_module("model", model)
+    _check_source("batches", batches)
+    max_batches = check_int("max_batches", max_batches, low=1, allow_none=True)
+    if max_batches is None and callable(batches) and not hasattr(batches, "__iter__"):
+        raise ValueError("max_batches must be given when batches is a callable: a callable samples "
+                         "batches without end, so evaluation would never finish "
+                         "(e.g. evaluate(model, LMBatches(...), max_batches=20))")
+    autocast = check_autocast("autocast", autocast)
+    device = check_device("device", device) if device is not None else _model_device(model)
     was_training = model.training
     model.eval()
     # a list is re-read from its start each time (a fixed validation set); a callable is sampled
@@ -200,6 +261,13 @@ def evaluate(model: nn.Module, batches: BatchSource, *, loss_fn: LossFn = lm_los
     if n == 0:
         raise ValueError("evaluation received no batches")
     return total / n
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    if param is None:
+        raise ValueError(f"{type(model).__name__} has no parameters: pass device= explicitly")
+    return param.device
 
 
 def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None = None, *,
@@ -218,8 +286,25 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
         optimizer: default AdamW from :func:`make_optimizer`; the LR is set every step by ``get_lr``.
         history: continue an existing history (its step counter carries on).
     """
+    _check_module("model", model)
+    _check_source("train_data", train_data)
+    if val_data is not None:
+        _check_source("val_data", val_data)
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig or None, got {type(config).__name__} "
+                        "(pass options as keywords: train(model, data, steps=100, lr=3e-3))")
+    unknown = sorted(set(overrides) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise TypeError(f"unknown training option(s) {unknown}; TrainConfig fields are "
+                        f"{[f.name for f in fields(TrainConfig)]}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be a callable loss_fn(model, batch) -> loss, got {describe(loss_fn)}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+    if history is not None and not isinstance(history, History):
+        raise TypeError(f"history must be a History or None, got {type(history).__name__}")
     cfg = TrainConfig(**{**asdict(config or TrainConfig()), **overrides})
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = check_device("device", device) if device is not None else _model_device(model)
     model.to(device)
     amp_dtype = autocast_dtype(device) if cfg.autocast == "auto" else cfg.autocast
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
@@ -303,10 +388,13 @@ class LMBatches:
     """
 
     def __init__(self, tokens: torch.Tensor, block_size: int, batch_size: int, seed: int = 0):
-        if tokens.dim() != 1:
-            raise ValueError(f"tokens must be 1-D, got shape {tuple(tokens.shape)}")
+        check_tensor("tokens", tokens, ndim=1, dtype_kind="int")
+        block_size = check_int("block_size", block_size, low=1)
+        batch_size = check_int("batch_size", batch_size, low=1)
+        seed = check_int("seed", seed, low=0)
         if len(tokens) <= block_size:
-            raise ValueError(f"need more than block_size={block_size} tokens, got {len(tokens)}")
+            raise ValueError(f"tokens must hold more than block_size={block_size} tokens, got "
+                             f"{len(tokens)}: use a longer text or a smaller block_size")
         self.tokens = tokens.long()
         self.block_size = block_size
         self.batch_size = batch_size
@@ -323,12 +411,20 @@ class LMBatches:
 
 def sequential_lm_batches(tokens: torch.Tensor, block_size: int, batch_size: int,
                           max_batches: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Non-overlapping (x, y) windows covering ``tokens`` in order: a deterministic evaluation set."""
+    """Non-overlapping (x, y) windows covering ``tokens`` in order: a deterministic evaluation set.
+
+    ``max_batches`` keeps the first that many batches; None keeps all.
+    """
+    check_tensor("tokens", tokens, ndim=1, dtype_kind="int")
+    block_size = check_int("block_size", block_size, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    max_batches = check_int("max_batches", max_batches, low=1, allow_none=True)
     n_windows = (len(tokens) - 1) // block_size
     if n_windows < 1:
-        raise ValueError(f"need more than block_size={block_size} tokens, got {len(tokens)}")
+        raise ValueError(f"tokens must hold more than block_size={block_size} tokens, got "
+                         f"{len(tokens)}: use a longer text or a smaller block_size")
     usable = n_windows * block_size
     x = tokens[:usable].long().view(n_windows, block_size)  # (N, T)
     y = tokens[1:usable + 1].long().view(n_windows, block_size)  # (N, T)
     batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, n_windows, batch_size)]
-    return batches[:max_batches] if max_batches else batches
+    return batches if max_batches is None else batches[:max_batches]

@@ -25,6 +25,9 @@ from torch import nn
 
 from .attention import MultiHeadAttention
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from .sampling import IDS
+from .validation import (check_bool, check_choice, check_float, check_int, check_tensor,
+                         check_token_ids)
 
 _ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}
 
@@ -43,12 +46,17 @@ class BlockConfig:
     layer_norm_eps: float = 1e-5  # LayerNorm epsilon
 
     def __post_init__(self) -> None:
-        if self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:
+        self.d_model = check_int("d_model", self.d_model, low=1)
+        self.n_heads = check_int("n_heads", self.n_heads, low=1)
+        if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be a positive multiple of n_heads={self.n_heads}")
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        self.d_ff = check_int("d_ff", self.d_ff, low=1, allow_none=True)
+        check_choice("activation", self.activation, _ACTIVATIONS)
+        self.dropout = check_float("dropout", self.dropout, low=0, high=1, high_inclusive=False)
+        check_bool("norm_first", self.norm_first)
+        check_bool("bias", self.bias)
+        self.layer_norm_eps = check_float("layer_norm_eps", self.layer_norm_eps, low=0,
+                                          low_inclusive=False)
         if self.d_ff is None:
             self.d_ff = 4 * self.d_model
 
@@ -108,7 +116,7 @@ class TransformerBlock(nn.Module):
         self.dropout2 = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None, causal: bool = False,
-                need_weights: bool = False):
+                need_weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, T, C) → (B, T, C) [, attention weights (B, nh, T, T)]; mask as in MultiHeadAttention."""
         def attend(h):
             out = self.attn(h, mask=mask, causal=causal, need_weights=need_weights)
@@ -166,8 +174,12 @@ class TinyLMConfig:
     def __post_init__(self) -> None:
         if isinstance(self.block, dict):  # from a saved checkpoint
             self.block = BlockConfig(**self.block)
-        if self.positional not in ("learned", "sinusoidal"):
-            raise ValueError(f"positional must be 'learned' or 'sinusoidal', got {self.positional!r}")
+        if not isinstance(self.block, BlockConfig):
+            raise TypeError(f"block must be a BlockConfig (or its dict), got {type(self.block).__name__}")
+        for name in ("vocab_size", "max_len", "n_layers"):
+            setattr(self, name, check_int(name, getattr(self, name), low=1))
+        check_choice("positional", self.positional, ("learned", "sinusoidal"))
+        check_bool("causal", self.causal)
 
 
 class TinyTransformerLM(nn.Module):
@@ -190,12 +202,22 @@ class TinyTransformerLM(nn.Module):
         self.head = nn.Linear(C, config.vocab_size, bias=False)
 
     def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                return_attention: bool = False):
-        """idx (B, T) → logits (B, T, V) [, list of per-layer weights (B, nh, T, T)]."""
-        if idx.dim() != 2:
-            raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}")
+                return_attention: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """idx (B, T) → logits (B, T, V) [, list of per-layer weights (B, nh, T, T)].
+
+        ``attention_mask`` (B, T): 1/True for real tokens, 0/False for padding (hidden as keys).
+        """
+        check_token_ids(IDS, idx, self.config.vocab_size, ndim=2)
+        if idx.size(1) > self.config.max_len:
+            raise ValueError(f"sequence of {idx.size(1)} tokens is longer than max_len="
+                             f"{self.config.max_len}")
         mask = None
         if attention_mask is not None:
+            check_tensor("attention_mask", attention_mask, ndim=2)
+            if attention_mask.shape != idx.shape:
+                raise ValueError(f"attention_mask must have the shape of idx {tuple(idx.shape)}, "
+                                 f"got {tuple(attention_mask.shape)}")
             mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): hide padded keys
         x = self.pos(self.tok(idx))  # (B, T, C)
         maps = []

@@ -17,8 +17,9 @@ from torch import nn
 
 from minillm.attention import (MultiHeadAttention, MultiHeadAttentionExplicit, SelfAttentionV1,
                                block_local_attention, block_local_mask, causal_mask, local_mask,
-                               merge_heads, padding_mask, peak_memory_bytes,
-                               scaled_dot_product_attention, split_heads, strided_mask)
+                               merge_heads, padding_mask, scaled_dot_product_attention,
+                               split_heads, strided_mask)
+from minillm.profiling import peak_memory_bytes
 from minillm.checkpoint import load_checkpoint, save_checkpoint
 from minillm.data import load_shakespeare
 from minillm.positional import (LearnedPositionalEmbedding, SinusoidalPositionalEncoding,

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from minillm.checks import CheckResult
-from minillm.exercises import BEGIN, make_exercise, strip_code, sync
+from minillm.checks import hint
+from minillm.checks.hints import hints_for
+from minillm.exercises import BEGIN, main, make_exercise, solution_hints, strip_code, sync
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -84,15 +86,18 @@ def test_stub_generation_keeps_indentation_hints_and_nbgrader_metadata():
     ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     ex = make_exercise(nb, "demo.ipynb")
     code, check, md = ex["cells"]
-    assert code["source"] == "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError('double it')\n"
+    assert code["source"] == ("def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError("
+                              "\"write your solution here — call hint('f') for a hint\")\n")
     assert code["outputs"] == [] and code["execution_count"] is None
     assert code["metadata"]["nbgrader"]["solution"] is True
     assert check["metadata"]["nbgrader"]["grade"] is True and check["metadata"]["nbgrader"]["points"] == 1
     assert md["source"] == "Why? YOUR ANSWER HERE"
     ns: dict = {}
     exec(code["source"], ns)
-    with pytest.raises(NotImplementedError, match="double it"):
+    with pytest.raises(NotImplementedError, match=r"call hint\('f'\)"):
         ns["f"](1)
+    assert "double it" not in json.dumps(ex), "the stub must not reveal the hint"
+    assert solution_hints(nb["cells"][0]["source"]) == {"f": ["double it"]}
 
 
 def test_unbalanced_markers_are_an_error():
@@ -100,3 +105,44 @@ def test_unbalanced_markers_are_an_error():
         strip_code("### BEGIN SOLUTION\nx = 1\n")
     with pytest.raises(ValueError, match="without a matching"):
         strip_code("x = 1\n### END SOLUTION\n")
+
+
+def _exercise_hints():
+    for path in SOLUTIONS:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        for cell in cells:
+            if cell["cell_type"] == "code" and BEGIN in _src(cell):
+                for name, hints in solution_hints(_src(cell)).items():
+                    yield pytest.param(path.name, name, hints, id=f"{path.stem}-{name}")
+
+
+@pytest.mark.parametrize("notebook,name,hints", list(_exercise_hints()))
+def test_hints_are_revealed_on_request_from_the_exercise_notebook(notebook, name, hints, capsys):
+    """The exercise notebook's first cell imports hint(); hint(name) shows the solution's # HINT lines,
+    one per call; neither the stub nor the notebook prints them by itself."""
+    cells = json.loads((ROOT / "exercises" / notebook).read_text(encoding="utf-8"))["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(h not in json.dumps(cells, ensure_ascii=False) for h in hints), "a hint leaks into the exercise"
+    stub = next(_src(c) for c in code if f"def {name}(" in _src(c))
+    assert f"hint({name!r})" in stub
+    ns: dict = {}
+    exec(compile(_code(_src(code[0])), "<setup cell>", "exec"), ns)
+    capsys.readouterr()
+    for k in range(len(hints)):
+        ns["hint"](name)
+        assert hints[k] in capsys.readouterr().out
+    assert hints_for(name) == hints
+
+
+def test_hint_for_an_unknown_exercise_is_a_clear_error():
+    with pytest.raises(ValueError, match="did you mean 'bigram_counts'"):
+        hint("bigram_count")
+    with pytest.raises(TypeError, match="name must be a str"):
+        hint(3)
+
+
+def test_check_with_a_wrong_root_is_an_error(tmp_path, capsys):
+    assert main(["--check", "--root", str(tmp_path)]) == 2
+    assert "no solutions notebooks" in capsys.readouterr().err
+    assert main(["--check", "--root", str(ROOT)]) == 0
+    assert "in sync" in capsys.readouterr().out

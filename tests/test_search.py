@@ -221,3 +221,47 @@ def test_search_output_helpers():
     out = SearchOutput(torch.tensor([[5, 2, 0], [6, 7, 8]]), torch.tensor([-1.0, -6.0]), torch.tensor([2, 3]))
     assert out.tokens(0) == [5, 2] and out.tokens(1) == [6, 7, 8]
     assert out.normalized_scores.tolist() == [-0.5, -2.0]
+
+
+def _exhaustive_fixed_length(model: MarkovModel, row: int, prompt: list[int], vocab: int, n: int):
+    """The most likely n-token continuation of ``prompt`` by brute force (no end token)."""
+    logp = torch.log_softmax(model.tables[row], dim=-1)
+
+    def score(body):
+        prev, total = prompt[-1], 0.0
+        for t in body:
+            total += float(logp[prev, t])
+            prev = t
+        return total
+
+    return list(max(itertools.product(range(vocab), repeat=n), key=score))
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0, 2.5])
+def test_beam_search_with_a_prompt_and_no_end_token_matches_exhaustive_search(length_penalty):
+    # the decoder-only case (GPT.generate): prefixes start from a prompt, every hypothesis has
+    # max_new_tokens tokens, so the length penalty cannot change the winner
+    V, L, B = 4, 3, 3
+    model = MarkovModel(B, V, seed=1)
+    prompt = torch.tensor([[3, 1], [0, 2], [2, 2]])
+    out = beam_search(model.step, model.state(), batch_size=B, bos_id=None, eos_id=None,
+                      prompt=prompt, max_new_tokens=L, num_beams=V ** L,
+                      length_penalty=length_penalty)
+    assert out.sequences.shape == (B, L) and out.lengths.tolist() == [L] * B
+    for row in range(B):
+        assert out.tokens(row) == _exhaustive_fixed_length(model, row, prompt[row].tolist(), V, L)
+
+
+def test_beam_search_rejects_bad_prompts_and_penalties():
+    model = MarkovModel(2, 5, seed=0)
+    common = dict(batch_size=2, bos_id=None, eos_id=None, max_new_tokens=3)
+    with pytest.raises(ValueError, match=r"prompt must have shape \(batch_size=2"):
+        beam_search(model.step, model.state(), prompt=torch.tensor([[1, 2]]), **common)
+    with pytest.raises(TypeError, match="prompt must have a int dtype"):
+        beam_search(model.step, model.state(), prompt=torch.zeros(2, 2), **common)
+    with pytest.raises(ValueError, match="length_penalty must be a finite number, got nan"):
+        beam_search(model.step, model.state(), prompt=torch.ones(2, 1, dtype=torch.long),
+                    length_penalty=float("nan"), **common)
+    with pytest.raises(TypeError, match="num_beams must be an int"):
+        beam_search(model.step, model.state(), prompt=torch.ones(2, 1, dtype=torch.long),
+                    num_beams=2.0, **common)

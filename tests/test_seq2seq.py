@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -232,3 +234,32 @@ def test_seq2seq_loss_ignores_padding():
                  F.cross_entropy(logits[1, :2], tgt_out[1, :2], reduction="sum")]
     assert float(loss) == pytest.approx(float(sum(parts) / 6), rel=1e-5)
     assert isinstance(model.encoder.gru, nn.GRU)  # the fused module, not a Python loop
+
+
+def test_perplexity_weights_every_target_token_equally_across_batches():
+    # batches of different sizes and lengths: the mean must be per token, not per batch
+    model = tiny(seed=3)
+    examples = [([5, 6, 7], [4, 5]), ([8], [6, 7, 8, 9, 10]), ([9, 10], [11]), ([11, 12, 13, 14], [12, 13])]
+    batches = fixed_batches(examples, 3)  # one batch of 3, one of 1
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for src, tgt in examples:  # one sentence at a time, summed by hand
+            s, ti, to = pad_batch([(src, tgt)])
+            logp = F.log_softmax(model(s, ti).float(), dim=-1)[0]  # (T, V)
+            total -= float(logp.gather(1, to[0, :, None]).sum())
+            count += to.numel()
+    assert perplexity(model, batches) == pytest.approx(math.exp(total / count), rel=1e-5)
+    model.train()
+    perplexity(model, batches)
+    assert model.training  # the mode is restored
+
+
+def test_word_vocab_decodes_up_to_the_end_token_and_refuses_unknown_ids():
+    vocab = WordVocab.build([["a", "b", "a"], ["b", "c", "a"]], min_freq=1)
+    assert vocab.itos == ["<pad>", "<bos>", "<eos>", "<unk>", "a", "b", "c"]  # by count, ties a-z
+    assert vocab.encode(["a", "zzz"]) == [4, UNK]
+    assert vocab.decode([BOS, 4, 5, EOS, 6, PAD]) == ["a", "b"]
+    assert vocab.decode(torch.tensor([4, 6, PAD])) == ["a", "c"]
+    with pytest.raises(ValueError, match=r"outside the vocabulary \[0, 7\)"):
+        vocab.decode([4, 7])
+    assert WordVocab.build([["a", "b", "a"]], min_freq=2).itos[4:] == ["a"]

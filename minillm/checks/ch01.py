@@ -80,3 +80,55 @@ def check_continuation_counts(fn) -> CheckResult:
     return run_check("continuation_counts", fn, _ref_continuation_counts, cases,
                      hint="collect the set of left neighbours of every character over all pairs "
                           "(text[i], text[i+1]), then return the size of each set")
+
+
+# ----- the larger exercise: Witten–Bell smoothing as a whole model -----
+def _ref_witten_bell(train: list[str], n: int, queries: list[tuple[str, str]]) -> list[float]:
+    """Interpolated Witten–Bell (Witten & Bell 1991; Chen & Goodman 1998, sec. 2.6), with the
+    conventions of ``minillm.ngram.NGramLM``: n-1 start symbols and one end symbol per sequence,
+    V = distinct characters + <unk> + </s>, uniform order 0, an unseen context backs off."""
+    from collections import Counter
+
+    bos, eos = "<s>", "</s>"
+    counts: Counter = Counter()  # (context tuple, w) -> count, every order
+    for seq in train:
+        tokens = [bos] * (n - 1) + list(seq) + [eos]
+        for t in range(n - 1, len(tokens)):
+            for m in range(1, n + 1):
+                counts[(tuple(tokens[t - m + 1:t]), tokens[t])] += 1
+    total: Counter = Counter()
+    followers: Counter = Counter()
+    for (h, _), c in counts.items():
+        total[h] += c
+        followers[h] += 1
+    V = len({ch for seq in train for ch in seq}) + 2
+    out = []
+    for context, w in queries:
+        ctx = tuple(context)[len(context) - (n - 1):] if n > 1 else ()
+        p = 1.0 / V
+        for m in range(1, n + 1):
+            h = ctx[len(ctx) - (m - 1):] if m > 1 else ()
+            if total[h] > 0:
+                p = (counts[(h, w)] + followers[h] * p) / (total[h] + followers[h])
+        out.append(p)
+    return out
+
+
+def check_witten_bell(fn) -> CheckResult:
+    """``fn(train, n, queries)`` → list of interpolated Witten–Bell probabilities P(w | context),
+    one per ``(context, w)`` query, for a character model of order ``n`` fitted on ``train``."""
+    poem = ["to be or not to be", "that is the question", "to sleep perchance to dream"]
+    cases = [
+        Case((["abab", "abba"], 2, [("a", "b"), ("b", "a"), ("b", "b"), ("a", "a")]),
+             description="bigram on two tiny sequences"),
+        Case((["abab", "abba"], 1, [("", "a"), ("", "b"), ("", "z")]),
+             description="n = 1: counts mixed with the uniform 1/V; an unseen token gets only the uniform share"),
+        Case((poem, 3, [("to", " "), ("o ", "b"), (" t", "h"), ("ea", "m"), ("zz", "a"), ("qu", "e"), ("to", "x")]),
+             description="trigram: seen, unseen context ('zz' backs off), unseen token ('x')"),
+        Case((poem, 4, [("to ", c) for c in "bspdx "] + [("dre", "a")]),
+             description="4-gram: a whole row of next characters after 'to '"),
+    ]
+    return run_check("witten_bell", fn, _ref_witten_bell, cases, atol=1e-12, rtol=1e-9,
+                     hint="count every m-gram (m = 1..n) of each sequence padded with n-1 '<s>' and one "
+                          "'</s>'; then from order 1 up: p = (c(h w) + N1+(h .) p) / (c(h) + N1+(h .)) "
+                          "where h was seen, starting from p = 1/V with V = distinct characters + 2")

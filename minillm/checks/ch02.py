@@ -103,3 +103,37 @@ def check_precision_recall_f1(fn) -> CheckResult:
     return run_check("precision_recall_f1", fn, precision_recall_f1_from_confusion, cases,
                      hint="rows are true classes, columns predictions: precision = TP / column "
                           "sum, recall = TP / row sum, F1 = 2PR/(P+R); return 0.0 for 0/0")
+
+
+# ----- the larger exercise: corpus BLEU with several references per segment -----
+def _ref_corpus_bleu(hypotheses: list[str], references: list[list[str]]) -> float:
+    from ..metrics.bleu import corpus_bleu
+
+    return corpus_bleu(hypotheses, references).score  # equal to sacrebleu.corpus_bleu(...).score
+
+
+def check_corpus_bleu(fn) -> CheckResult:
+    """``fn(hypotheses, references)`` → corpus BLEU (0-100) with sacrebleu's defaults (13a tokens,
+    4-grams, exponential smoothing); ``references`` is a list of streams, one reference per segment
+    in each."""
+    cat = ["the cat is on the mat", "there is a cat on the mat"]
+    cases = [
+        Case((["the the the the the the the"], [[cat[0]], [cat[1]]]),
+             description="Papineni's example: clipped by the larger count over the two references"),
+        Case((["the cat sat on the mat today", "a dog"],
+              [["the cat is on the mat", "a dog barks loudly"], ["a cat sat on a mat today or so", "the dog"]]),
+             description="two references of different lengths: r takes the closest one per segment"),
+        Case((["a cat on mat", "it is raining"], [["the cat is on the mat", "it rains"]]),
+             description="one reference; no 3- or 4-gram matches: exponential smoothing"),
+        Case((["In the beginning God created the heaven.", ""],
+              [["In the beginning God created the heavens and the earth.", "And God said."],
+               ["At first God made the sky and the earth.", "God spoke."]]),
+             description="13a tokenization (the period is a token), and an empty output"),
+        Case((["hello there general kenobi", "nice to meet you"],
+              [["hello there general kenobi", "nice to meet you"], ["hi", "pleased to meet you"]]),
+             description="a perfect match with a second, shorter reference: ties of length go to the shorter"),
+    ]
+    return run_check("corpus_bleu", fn, _ref_corpus_bleu, cases, atol=1e-9, rtol=1e-9,
+                     hint="per segment: clip each hypothesis n-gram by its max count over that segment's "
+                          "references, add the closest reference length (ties: shorter) to r; then "
+                          "BP * exp(mean log p_n), the k-th zero-match order using 1 / (2^k total_n)")

@@ -111,3 +111,34 @@ def check_wordpiece_split(fn) -> CheckResult:
                      hint="from position start, try the longest word[start:end] first (prefix '##' "
                           "unless start == 0), shrinking end until the piece is in vocab; if none "
                           "matches, return ['[UNK]']")
+
+
+# ----- the larger exercise: a complete byte-level BPE tokenizer -----
+def _ref_bpe_tokenizer(train_text: str, num_merges: int,
+                       texts: list[str]) -> tuple[list[tuple[bytes, bytes]], list[list[int]]]:
+    from ..tokenizers.gpt2 import ByteLevelBPE
+
+    tok = ByteLevelBPE.train(train_text, 256 + num_merges + 1)  # + <|endoftext|>, the last id
+    merges = [(tok.token_bytes(tok.vocab[a]), tok.token_bytes(tok.vocab[b])) for a, b in tok.merges]
+    return merges, [tok.encode_ordinary(t) for t in texts]
+
+
+def check_bpe_tokenizer(fn) -> CheckResult:
+    """``fn(train_text, num_merges, texts)`` → ``(merges, ids)``: the merges (pairs of bytes) learned
+    on ``train_text`` until the vocabulary has 256 + ``num_merges`` tokens, and each text's token ids
+    (bytes in GPT-2's order, then one id per new token), equal to ``ByteLevelBPE.train``'s."""
+    verse = ("From fairest creatures we desire increase,\nThat thereby beauty's rose might never die,\n"
+             "But as the riper should by time decease,\nHis tender heir might bear his memory:\n") * 3
+    cases = [
+        Case(("low low low low low lower lower newest newest newest widest widest", 8,
+              ["lowest newer", "widest low"]), description="Sennrich's toy words, 8 merges"),
+        Case(("ab ab ba ba", 4, ["abba", "ba ab"]), description="ties between equally frequent pairs: smallest ids first"),
+        Case((verse, 40, ["The riper rose, the tender heir.", "café 東京 🤖 — don't!", ""]),
+             description="a sonnet's first lines, 40 merges; unseen bytes and an empty text"),
+        Case(("aaaaaaaa aaaa aa", 5, ["aaaaaaa", " aaa"]), description="overlapping pairs: merge leftmost first"),
+    ]
+    return run_check("bpe_tokenizer", fn, _ref_bpe_tokenizer, cases,
+                     hint="pre-tokenize with regex.findall(GPT2_PATTERN, text); words = Counter of byte-id "
+                          "tuples (ids in the order of list(bytes_to_unicode())); repeat: count pairs "
+                          "weighted by word counts, take max by (count, -a, -b), merge it everywhere; to "
+                          "encode, apply the lowest-rank merge present until none applies")

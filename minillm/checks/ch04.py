@@ -102,25 +102,40 @@ def _ref_dropout(h: torch.Tensor, p: float, training: bool = True,
     return h * keep / (1 - p)
 
 
+_DROPOUT_PROPERTIES = ("output", "unchanged (returns h itself)", "every entry is 0 or h / (1 - p)",
+                       "fraction set to 0", "same generator seed gives the same output",
+                       "raises ValueError for p = 1.5")
+
+
 def _dropout_probe(fn, h: torch.Tensor, p: float, training: bool, seed: int) -> dict:
     """The properties every correct (inverted) dropout shares; the mask itself may differ."""
-    out = fn(h.clone(), p, training, torch.Generator().manual_seed(seed))
-    if not isinstance(out, torch.Tensor) or out.shape != h.shape:
-        return {"output": out}
-    again = fn(h.clone(), p, training, torch.Generator().manual_seed(seed))
+    original = h.clone()
+    out = fn(h, p, training, torch.Generator().manual_seed(seed))  # ``h`` is watched for in-place writes
+    props = dict.fromkeys(_DROPOUT_PROPERTIES)  # every key always present: the first difference is reported
+    props["output"] = f"tensor of shape {tuple(original.shape)}"
+    if not isinstance(out, torch.Tensor) or out.shape != original.shape:
+        props["output"] = (f"tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor)
+                           else f"{type(out).__name__} {out!r:.60}")
+        return props
+    n_nan = int(torch.isnan(out.float()).sum())
+    if n_nan:
+        props["output"] += f" with NaN at {n_nan:,} positions"
+        return props
+    again = fn(original.clone(), p, training, torch.Generator().manual_seed(seed))
     dropped = out == 0
-    scaled = torch.isclose(out, h / (1 - p), rtol=1e-5, atol=1e-7)
+    scaled = torch.isclose(out, original / (1 - p), rtol=1e-5, atol=1e-7)
     try:
-        fn(h.clone(), 1.5, training, torch.Generator().manual_seed(seed))
+        fn(original.clone(), 1.5, training, torch.Generator().manual_seed(seed))
         rejects = False
     except ValueError:
         rejects = True
-    return {"output": f"tensor of shape {tuple(h.shape)}",
-            "unchanged (returns h itself)": bool(torch.equal(out, h)),
-            "every entry is 0 or h / (1 - p)": bool((dropped | scaled).all()),
-            "fraction set to 0": round(float(dropped.float().mean()), 3),
-            "same generator seed gives the same output": bool(torch.equal(out, again)),
-            "raises ValueError for p = 1.5": rejects}
+    props.update({"unchanged (returns h itself)": bool(torch.equal(out, original)),
+                  "every entry is 0 or h / (1 - p)": bool((dropped | scaled).all()),
+                  "fraction set to 0": round(float(dropped.float().mean()), 3),
+                  "same generator seed gives the same output": bool(isinstance(again, torch.Tensor)
+                                                                    and torch.equal(out, again)),
+                  "raises ValueError for p = 1.5": rejects})
+    return props
 
 
 def check_dropout(fn) -> CheckResult:
@@ -133,8 +148,13 @@ def check_dropout(fn) -> CheckResult:
         Case((big, 0.25, True, 2), description="p = 0.25 on 100,000 activations"),
         Case((torch.rand(50, 40, 30, generator=g) + 0.5, 0.6, True, 3), description="p = 0.6, a 3-D input"),
     ]
-    return run_check("dropout", lambda *a: _dropout_probe(fn, *a), lambda *a: _dropout_probe(_ref_dropout, *a),
-                     cases, atol=0.01,
+    def learner(h, p, training, seed):
+        return _dropout_probe(fn, h, p, training, seed)
+
+    def reference(h, p, training, seed):
+        return _dropout_probe(_ref_dropout, h, p, training, seed)
+
+    return run_check("dropout", learner, reference, cases, atol=0.01,
                      hint="when training and p > 0: keep = torch.rand(h.shape, generator=generator) >= p, "
                           "return h * keep / (1 - p) (the survivors are scaled up so the expected value "
                           "is unchanged); otherwise return h; raise ValueError unless 0 <= p < 1")

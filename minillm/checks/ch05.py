@@ -112,21 +112,27 @@ def _torch_gru(x, weights, h0=None):
 
 def _gru_probe(fn, x, weights, h0):
     """Outputs, final state and the gradients of a fixed loss w.r.t. the input, h0 and every weight."""
-    x = x.clone().requires_grad_()
-    weights = [tuple(t.clone().requires_grad_() for t in layer) for layer in weights]
-    h0 = None if h0 is None else h0.clone().requires_grad_()
-    res = fn(x, weights, h0)
+    copies = (x.clone(), [tuple(t.clone() for t in layer) for layer in weights],
+              None if h0 is None else h0.clone())
+    res = fn(x, weights, h0)  # the arguments run_check watches for in-place writes
     if not (isinstance(res, (tuple, list)) and len(res) == 2
             and all(isinstance(r, torch.Tensor) for r in res)):
         return res
-    out, h_n = res
+    out, h_n = (r.detach() for r in res)
+    # the gradients, from a second call on fresh copies that require grad
+    x, weights, h0 = copies
+    x = x.requires_grad_()
+    weights = [tuple(t.requires_grad_() for t in layer) for layer in weights]
+    h0 = None if h0 is None else h0.requires_grad_()
     leaves = [x] + ([h0] if h0 is not None else []) + [t for layer in weights for t in layer]
-    if not (out.requires_grad or h_n.requires_grad):
-        return out.detach(), h_n.detach(), "no gradient: the outputs do not depend on the inputs"
-    loss = out.pow(2).sum() + h_n.sum()
-    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    try:
+        out2, h_n2 = fn(x, weights, h0)
+        loss = out2.pow(2).sum() + h_n2.sum()
+        grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    except Exception as exc:  # noqa: BLE001 — reported as a wrong answer, with the reason
+        return out, h_n, f"no gradients: backpropagating through your function failed ({type(exc).__name__}: {exc})"
     grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, leaves)]
-    return out.detach(), h_n.detach(), grads
+    return out, h_n, grads
 
 
 def check_gru_forward(fn) -> CheckResult:
@@ -144,8 +150,13 @@ def check_gru_forward(fn) -> CheckResult:
         h0 = torch.randn(layers, b, h, generator=g, dtype=torch.double) if with_h0 else None
         cases.append(Case((x, weights, h0), description=f"B={b}, T={t}, I={i}, H={h}, {layers} layer(s)"
                           + ("" if with_h0 else ", h0=None (start from zeros)")))
-    return run_check("gru_forward", lambda *a: _gru_probe(fn, *a), lambda *a: _gru_probe(_torch_gru, *a),
-                     cases, atol=1e-8,
+    def learner(x, weights, h0):
+        return _gru_probe(fn, x, weights, h0)
+
+    def reference(x, weights, h0):
+        return _gru_probe(_torch_gru, x, weights, h0)
+
+    return run_check("gru_forward", learner, reference, cases, atol=1e-8,
                      hint="for each layer: h = h0[layer] (zeros if h0 is None); for t in range(T): the GRU "
                           "step of exercise 3 on layer_input[:, t]; stack the T states into (B, T, H) — "
                           "they are the next layer's input; h_n stacks every layer's last h into (L, B, H)")

@@ -59,8 +59,13 @@ def _ref_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def _compare_filtered(expected, got, **kw) -> str | None:
-    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape or not got.is_floating_point():
         return compare(expected, got, **kw)
+    if got.isnan().any():
+        return (f"result: got NaN at {int(got.isnan().sum())} positions; filtered-out tokens should be "
+                f"-inf, kept ones keep their logit")
+    if (got == float("inf")).any():
+        return f"result: got +inf at {int((got == float('inf')).sum())} positions; use -inf for dropped tokens"
     kept_e, kept_g = expected.isfinite(), got.isfinite()
     if not torch.equal(kept_e, kept_g):
         return (f"kept tokens differ: expected to keep {kept_e.sum(-1).tolist()} per row, "
@@ -92,9 +97,21 @@ def _ref_kv_append(cache_k, cache_v, k, v, length):
     return cache_k[:, :, :end], cache_v[:, :, :end]
 
 
+def _views_of_the_cache(cache_k: torch.Tensor, cache_v: torch.Tensor, got) -> str | None:
+    """The returned prefixes must share memory with the caches (slices, not copies)."""
+    if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(t, torch.Tensor) for t in got)):
+        return None  # the value comparison already explained the problem
+    for name, cache, out in (("cache_k", cache_k, got[0]), ("cache_v", cache_v, got[1])):
+        if out.numel() and out.untyped_storage().data_ptr() != cache.untyped_storage().data_ptr():
+            return (f"the returned {name} prefix is a copy, not a slice of {name}: return "
+                    f"{name}[:, :, :length + T] so no memory is copied on each generated token")
+    return None
+
+
 def check_kv_cache_append(fn) -> CheckResult:
     """``fn(cache_k, cache_v, k, v, length)`` writes k, v (B, nh, T, hs) at positions
-    length..length+T-1 of the (B, nh, max_len, hs) caches and returns the filled prefixes."""
+    length..length+T-1 of the (B, nh, max_len, hs) caches *in place* (preallocated buffers; no
+    torch.cat) and returns the filled prefixes as slices of the caches."""
     g = torch.Generator().manual_seed(3)
 
     def case(B, nh, max_len, hs, length, T, description):
@@ -105,6 +122,7 @@ def check_kv_cache_append(fn) -> CheckResult:
     cases = [case(1, 2, 8, 4, 0, 3, "empty cache, a 3-token prompt"),
              case(2, 3, 10, 4, 5, 1, "one new token after 5 cached"),
              case(1, 1, 6, 2, 5, 1, "the last free slot")]
-    return run_check("kv_cache_append", fn, _ref_kv_append, cases,
+    return run_check("kv_cache_append", fn, _ref_kv_append, cases, modifies=(0, 1),
+                     extra_check=lambda args, kwargs, got: _views_of_the_cache(args[0], args[1], got),
                      hint="cache_k[:, :, length:length + T] = k (same for v), then return "
                           "cache_k[:, :, :length + T] and cache_v[:, :, :length + T]")

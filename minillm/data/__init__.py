@@ -61,7 +61,7 @@ class Splits(Generic[T]):
     test: T
 
     def __getitem__(self, name: str) -> T:
-        if name not in SPLIT_NAMES:
+        if not isinstance(name, str) or name not in SPLIT_NAMES:
             raise KeyError(f"unknown split {name!r}; expected one of {SPLIT_NAMES}")
         return getattr(self, name)
 
@@ -110,7 +110,9 @@ def data_card(name: str) -> dict[str, Any]:
     """The ``cards.json`` entry of a dataset: files and sha256s, source package, licence, citation,
     cleaning steps, split rule and statistics. Names: ``shakespeare``, ``rotten_tomatoes``, ``en_es``,
     ``tang_poems``, ``gpt2_bpe``."""
-    return _store.dataset_card(name)
+    from ..validation import check_str  # imported here: importing minillm.data pulls no torch
+
+    return _store.dataset_card(check_str("name", name))
 
 
 def _rows(dataset: str, filename: str, make: Callable[[dict[str, Any]], R]) -> list[R]:
@@ -186,10 +188,9 @@ def load_en_es(max_words: int | None = None) -> Splits[list[TranslationPair]]:
         max_words: keep only pairs whose English side has at most this many whitespace-separated
             words; ``None`` keeps every shipped pair.
     """
-    if max_words is not None and (isinstance(max_words, bool) or not isinstance(max_words, int)):
-        raise TypeError(f"max_words must be an int or None, got {type(max_words).__name__}")
-    if max_words is not None and max_words < 1:
-        raise ValueError(f"max_words must be >= 1, got {max_words}")
+    from ..validation import check_int  # imported here: importing minillm.data pulls no torch
+
+    max_words = check_int("max_words", max_words, low=1, allow_none=True)
     records = _rows("en_es", EN_ES_FILE, lambda r: TranslationPair(str(r["en"]), str(r["es"]), str(r["ref"])))
     splits = _bucketed(records, lambda p: p.ref, 90, 5, "en_es")
     if max_words is None:

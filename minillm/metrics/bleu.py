@@ -23,6 +23,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from ..validation import check_bool, check_float, check_int, check_str
+
 MAX_ORDER = 4
 SMOOTH_METHODS = {"exp": None, "none": None, "floor": 0.1, "add-k": 1}  # method -> default value
 
@@ -44,6 +46,7 @@ _ENTITIES = (("&quot;", '"'), ("&amp;", "&"), ("&lt;", "<"), ("&gt;", ">"))  # o
 
 def tokenize_13a(line: str) -> list[str]:
     """Split one segment into tokens by the ``13a`` rules (mteval-v13a.pl, sacrebleu's default)."""
+    check_str("line", line)
     line = line.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
     if "&" in line:
         for entity, char in _ENTITIES:
@@ -63,9 +66,22 @@ TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
     "13a": tokenize_13a, "none": str.split, "char": tokenize_char}
 
 
+def _checked_output(tokenize: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
+    """Wrap a user's tokenizer so a result that is not a list of strings is a clear error."""
+    def tok(line: str) -> list[str]:
+        out = tokenize(line)
+        if isinstance(out, str) or not isinstance(out, (list, tuple)) or \
+                not all(isinstance(t, str) for t in out):
+            raise TypeError(f"tokenize must return a list of strings, but {tokenize!r:.60} returned "
+                            f"{out!r:.60} for {line!r:.40}")
+        return list(out)
+
+    return tok
+
+
 def _get_tokenizer(tokenize: str | Callable[[str], list[str]]) -> Callable[[str], list[str]]:
     if callable(tokenize):
-        return tokenize
+        return _checked_output(tokenize)
     if tokenize not in TOKENIZERS:
         raise ValueError(f"unknown tokenize={tokenize!r}; expected one of {sorted(TOKENIZERS)} "
                          "or a function str -> list[str]")
@@ -134,6 +150,9 @@ def bleu_from_stats(correct: Sequence[float], total: Sequence[float], sys_len: i
     if smooth_method not in SMOOTH_METHODS:
         raise ValueError(f"unknown smooth_method={smooth_method!r}; expected one of "
                          f"{list(SMOOTH_METHODS)}")
+    check_int("max_order", max_order, low=1)
+    check_bool("use_effective_order", use_effective_order)
+    check_float("smooth_value", smooth_value, low=0, allow_none=True)
     if smooth_value is None:
         smooth_value = SMOOTH_METHODS[smooth_method]
     correct, total = list(correct), list(total)
@@ -195,6 +214,8 @@ def corpus_bleu_stats(hypotheses: Sequence[str], references: Sequence[Sequence[s
                       max_order: int = MAX_ORDER) -> tuple[list[int], list[int], int, int]:
     """Summed (correct per order, total per order, sys_len, ref_len) over a corpus."""
     _check_inputs(hypotheses, references)
+    check_int("max_order", max_order, low=1)
+    check_bool("lowercase", lowercase)
     tok = _get_tokenizer(tokenize)
 
     def prepare(line: str) -> list[str]:
@@ -237,6 +258,9 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str | N
         max_order: the largest n-gram order N.
         force: accepted so sacrebleu calls work unchanged; it only silences a warning there.
     """
+    if smooth_method not in SMOOTH_METHODS:  # before the corpus is tokenized
+        raise ValueError(f"unknown smooth_method={smooth_method!r}; expected one of "
+                         f"{list(SMOOTH_METHODS)}")
     correct, total, sys_len, ref_len = corpus_bleu_stats(
         hypotheses, references, tokenize=tokenize, lowercase=lowercase, max_order=max_order)
     return bleu_from_stats(correct, total, sys_len, ref_len, smooth_method=smooth_method,
@@ -256,6 +280,8 @@ def sentence_bleu(hypothesis: str, references: Sequence[str], *, smooth_method: 
         raise TypeError(f"hypothesis must be a str, got {type(hypothesis).__name__}")
     if isinstance(references, str):
         raise TypeError("references must be a list of strings, got a single str: use [reference]")
+    if references is None or not isinstance(references, Sequence):
+        raise TypeError(f"references must be a list of strings, got {type(references).__name__}")
     return corpus_bleu([hypothesis], [[r] for r in references], smooth_method=smooth_method,
                        smooth_value=smooth_value, tokenize=tokenize, lowercase=lowercase,
                        use_effective_order=use_effective_order)

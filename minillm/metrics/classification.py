@@ -23,9 +23,16 @@ from typing import Sequence
 
 import numpy as np
 
+from ..validation import check_choice, check_float, check_int
+
 
 def _labels(values, name: str) -> np.ndarray:
-    arr = np.asarray(values)
+    if isinstance(values, (str, bytes)) or values is None or isinstance(values, (set, dict)):
+        raise TypeError(f"{name} must be a 1-D sequence of integer labels, got {type(values).__name__}")
+    try:
+        arr = np.asarray(values)
+    except ValueError as err:  # ragged nested lists
+        raise ValueError(f"{name} must be a 1-D sequence of integer labels ({err})") from None
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D sequence of integer labels, got shape {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
@@ -43,6 +50,7 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int],
     t, p = _labels(y_true, "y_true"), _labels(y_pred, "y_pred")
     if len(t) != len(p):
         raise ValueError(f"y_true has {len(t)} labels but y_pred has {len(p)}")
+    check_int("num_classes", num_classes, low=1, allow_none=True)
     k = int(max(t.max(initial=-1), p.max(initial=-1)) + 1)
     if num_classes is None:
         num_classes = max(k, 1)
@@ -56,18 +64,33 @@ def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den else 0.0
 
 
+def _nonempty_confusion(y_true, y_pred, what: str, **kwargs) -> np.ndarray:
+    cm = confusion_matrix(y_true, y_pred, **kwargs)
+    if cm.sum() == 0:
+        raise ValueError(f"y_true and y_pred are empty: {what} of zero examples is undefined")
+    return cm
+
+
 def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     """Fraction of predictions equal to the true label."""
-    cm = confusion_matrix(y_true, y_pred)
+    cm = _nonempty_confusion(y_true, y_pred, "accuracy")
     return _ratio(np.trace(cm), cm.sum())
 
 
 def precision_recall_f1_from_confusion(cm: np.ndarray, positive: int = 1
                                        ) -> tuple[float, float, float]:
     """(precision, recall, F1) of class ``positive`` from a confusion matrix ``cm[true, pred]``."""
-    cm = np.asarray(cm)
+    try:
+        cm = np.asarray(cm)
+    except ValueError as err:  # ragged rows
+        raise ValueError(f"cm must be a square (K, K) matrix of counts ({err})") from None
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"cm must be a square (K, K) matrix, got shape {cm.shape}")
+    if cm.dtype.kind not in "iuf":
+        raise TypeError(f"cm must hold counts (numbers), got dtype {cm.dtype}")
+    if cm.size and (np.isnan(cm).any() or (cm < 0).any()):
+        raise ValueError("cm must hold counts >= 0, got a negative or NaN entry")
+    check_int("positive", positive)
     if not 0 <= positive < cm.shape[0]:
         raise ValueError(f"positive={positive} is not a class of a {cm.shape[0]}-class matrix")
     tp = cm[positive, positive]
@@ -89,7 +112,9 @@ def precision_recall_f1(y_true: Sequence[int], y_pred: Sequence[int], *,
             when every example has exactly one label).
         positive: the class scored by ``"binary"``.
     """
-    cm = confusion_matrix(y_true, y_pred)
+    check_choice("average", average, ("binary", "macro", "micro"))
+    check_int("positive", positive, low=0)
+    cm = _nonempty_confusion(y_true, y_pred, "precision/recall")
     if average == "binary":
         if cm.shape[0] > 2 or positive > 1:
             raise ValueError(f"average='binary' needs labels 0/1, got {cm.shape[0]} classes; "
@@ -109,7 +134,7 @@ def precision_recall_f1(y_true: Sequence[int], y_pred: Sequence[int], *,
 def classification_report(y_true: Sequence[int], y_pred: Sequence[int],
                           names: Sequence[str] | None = None) -> str:
     """A per-class precision/recall/F1/support table plus accuracy and macro averages."""
-    cm = confusion_matrix(y_true, y_pred)
+    cm = _nonempty_confusion(y_true, y_pred, "a classification report")
     names = list(names) if names is not None else [str(c) for c in range(cm.shape[0])]
     if len(names) < cm.shape[0]:
         raise ValueError(f"{len(names)} names given for {cm.shape[0]} classes")
@@ -154,7 +179,22 @@ _TOKEN = re.compile(r"[a-z0-9']+")
 
 def bag_of_words(text: str) -> list[str]:
     """Lowercased word tokens (letters, digits and apostrophes)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
     return _TOKEN.findall(text.lower())
+
+
+def _texts(texts) -> Sequence[str]:
+    """A list of strings (a single str is refused: it would be read as one text per character)."""
+    if isinstance(texts, str):
+        raise TypeError(f"texts must be a list of strings, got a single str {texts[:40]!r}: "
+                        f"wrap it as [text]")
+    if texts is None or not hasattr(texts, "__len__") or not hasattr(texts, "__getitem__"):
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__} ({t!r:.40})")
+    return texts
 
 
 @dataclass
@@ -171,11 +211,11 @@ class NaiveBayesClassifier:
     unseen_log_prob: np.ndarray = field(default=None, repr=False)  # (K,) for words never seen
 
     def fit(self, texts: Sequence[str], labels: Sequence[int]) -> "NaiveBayesClassifier":
+        texts = _texts(texts)
         y = _labels(labels, "labels")
         if len(texts) != len(y) or not len(y):
             raise ValueError(f"need as many labels as texts (>0), got {len(texts)} and {len(y)}")
-        if self.alpha <= 0:
-            raise ValueError(f"alpha must be positive, got {self.alpha}")
+        check_float("alpha", self.alpha, low=0, low_inclusive=False)
         k = int(y.max()) + 1
         counts = [Counter() for _ in range(k)]
         for text, label in zip(texts, y):
@@ -193,6 +233,7 @@ class NaiveBayesClassifier:
         """(N, K) unnormalised log posteriors; words never seen in training are ignored."""
         if self.word_log_prob is None:
             raise RuntimeError("call fit(...) before predicting")
+        texts = _texts(texts)
         out = np.tile(self.class_log_prior, (len(texts), 1))
         for i, text in enumerate(texts):
             for w in bag_of_words(text):
@@ -209,6 +250,7 @@ class NaiveBayesClassifier:
         s = self.log_scores(texts)
         if s.shape[1] != 2:
             raise ValueError(f"log_odds needs a two-class model, this one has {s.shape[1]} classes")
+        check_choice("positive", positive, (0, 1))
         return s[:, positive] - s[:, 1 - positive]
 
 
@@ -219,9 +261,21 @@ def precision_recall_curve(y_true: Sequence[int], scores: Sequence[float]
     Returns (precision, recall, thresholds), thresholds decreasing (recall rising).
     """
     y = _labels(y_true, "y_true")
-    s = np.asarray(scores, dtype=np.float64)
+    if isinstance(scores, (str, bytes)) or scores is None:
+        raise TypeError(f"scores must be a sequence of numbers, got {type(scores).__name__}")
+    try:
+        s = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"scores must be a sequence of numbers ({err})") from None
     if s.shape != y.shape:
         raise ValueError(f"scores shape {s.shape} does not match y_true shape {y.shape}")
+    if y.size == 0:
+        raise ValueError("y_true and scores are empty: a precision-recall curve needs examples")
+    if not np.isfinite(s).all():
+        bad = int(np.flatnonzero(~np.isfinite(s))[0])
+        raise ValueError(f"scores must be finite numbers, got {s[bad]} at index {bad}")
+    if y.max() > 1:
+        raise ValueError(f"y_true must be binary labels 0/1 (1 = positive), got label {y.max()}")
     order = np.argsort(-s, kind="stable")
     y, s = y[order], s[order]
     tp = np.cumsum(y == 1)

@@ -91,7 +91,10 @@ def lcs_length(a: Sequence, b: Sequence) -> int:
     of ``v`` is 0 where the LCS grows at ``a[i]``; adding ``u`` propagates carries along a row of
     the table at machine-word speed. The number of zero bits at the end is the LCS length.
     """
-    if not a or not b:
+    for name, seq in (("a", a), ("b", b)):
+        if seq is None or not hasattr(seq, "__len__") or not hasattr(seq, "__iter__"):
+            raise TypeError(f"{name} must be a sequence of tokens, got {type(seq).__name__}")
+    if not len(a) or not len(b):
         return 0
     match: dict = {}
     for i, x in enumerate(a):  # match[x] has bit i set where a[i] == x
@@ -165,10 +168,17 @@ def rouge_lsum(target_sentences: Sequence[Sequence[str]],
 def _get_tokenizer(tokenizer) -> Callable[[str], list[str]]:
     if tokenizer is None:
         return rouge_tokenize
-    if hasattr(tokenizer, "tokenize"):
-        return tokenizer.tokenize
-    if callable(tokenizer):
-        return tokenizer
+    fn = tokenizer.tokenize if hasattr(tokenizer, "tokenize") else tokenizer if callable(tokenizer) else None
+    if fn is not None:
+        def tok(text: str) -> list[str]:
+            out = fn(text)
+            if isinstance(out, str) or not isinstance(out, (list, tuple)) or \
+                    not all(isinstance(t, str) for t in out):
+                raise TypeError(f"tokenizer must return a list of strings, but it returned "
+                                f"{out!r:.60} for {text!r:.40}")
+            return list(out)
+
+        return tok
     raise TypeError(f"tokenizer must be a function str -> list[str] or have .tokenize, got "
                     f"{type(tokenizer).__name__}")
 
@@ -195,6 +205,14 @@ def rouge(target: str, prediction: str,
                         f"{type(prediction).__name__}")
     if isinstance(rouge_types, str):
         rouge_types = (rouge_types,)
+    if not isinstance(rouge_types, (list, tuple)) or not rouge_types:
+        raise TypeError(f"rouge_types must be a non-empty list of names like 'rouge1', 'rougeL', got "
+                        f"{rouge_types!r:.60}")
+    bad = [t for t in rouge_types if not isinstance(t, str) or not (
+        t in ("rougeL", "rougeLsum") or _ROUGE_N.fullmatch(t))]
+    if bad:
+        raise ValueError(f"unknown rouge type {bad[0]!r}; expected 'rouge1'..'rouge9', 'rougeL' or "
+                         f"'rougeLsum'")
     tok = _get_tokenizer(tokenizer)
     target_tokens, prediction_tokens = tok(target), tok(prediction)
     result = {}

@@ -12,10 +12,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..sampling import IDS, generate_tokens
+from ..validation import check_int, check_token_ids
+
 
 @dataclass
 class BigramConfig:
-    vocab_size: int = 65  # number of distinct tokens
+    """The size of a :class:`BigramLM`: one row of next-token logits per token."""
+
+    vocab_size: int = 82  # number of distinct tokens (82 = the Shakespeare characters)
+
+    def __post_init__(self) -> None:
+        self.vocab_size = check_int("vocab_size", self.vocab_size, low=1)
 
 
 class BigramLM(nn.Module):
@@ -31,22 +39,21 @@ class BigramLM(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids → (B, T, V) logits."""
-        if idx.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"token ids must be an integer tensor, got {idx.dtype}")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got values in "
-                             f"[{int(idx.min())}, {int(idx.max())}]")
+        check_token_ids(IDS, idx, self.config.vocab_size, ndim=2, allow_empty=True)
         return self.table(idx)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample ``max_new_tokens`` tokens after the prompt ``idx`` (B, T); returns (B, T + new)."""
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        for _ in range(max_new_tokens):
-            logits = self(idx[:, -1:])[:, -1] / temperature  # (B, V)
-            probs = torch.softmax(logits.float(), dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
-            idx = torch.cat([idx, nxt], dim=1)
-        return idx
+        """Sample ``max_new_tokens`` tokens after the prompt ``idx`` (B, T ≥ 1); returns (B, T + new).
+
+        Only the last token matters, so each step looks up one row (see
+        :func:`minillm.sampling.generate_tokens` for the arguments).
+        """
+        def step(new: torch.Tensor, state: None) -> tuple[torch.Tensor, None]:
+            return self(new[:, -1:])[:, -1], None  # (B, V)
+
+        return generate_tokens(step, idx, max_new_tokens, vocab_size=self.config.vocab_size,
+                               temperature=temperature, top_k=top_k, top_p=top_p,
+                               generator=generator, model=self)

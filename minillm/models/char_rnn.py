@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..sampling import IDS, generate_tokens
+from ..validation import check_choice, check_float, check_int, check_token_ids
+
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -31,14 +34,10 @@ class CharRNNConfig:
     dropout: float = 0.0  # between recurrent layers and before the head (training only)
 
     def __post_init__(self) -> None:
-        if self.cell not in _CELLS:
-            raise ValueError(f"cell must be one of {sorted(_CELLS)}, got {self.cell!r}")
+        check_choice("cell", self.cell, _CELLS)
         for name in ("vocab_size", "n_embd", "hidden_size", "num_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            setattr(self, name, check_int(name, getattr(self, name), low=1))
+        self.dropout = check_float("dropout", self.dropout, low=0, high=1, high_inclusive=False)
 
 
 class CharRNN(nn.Module):
@@ -63,15 +62,6 @@ class CharRNN(nn.Module):
                     getattr(self.rnn, f"bias_ih_l{layer}")[h:2 * h].fill_(1.0)
                     getattr(self.rnn, f"bias_hh_l{layer}")[h:2 * h].fill_(0.0)
 
-    def _check_ids(self, idx: torch.Tensor) -> None:
-        if idx.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"token ids must be an integer tensor, got {idx.dtype}")
-        if idx.dim() != 2:
-            raise ValueError(f"token ids must have shape (B, T), got {tuple(idx.shape)}")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got values in "
-                             f"[{int(idx.min())}, {int(idx.max())}]")
-
     def forward_embeddings(self, emb: torch.Tensor, state: State | None = None
                            ) -> tuple[torch.Tensor, State]:
         """(B, T, C) input embeddings → (logits (B, T, V), final state). Used to take ∂/∂embedding."""
@@ -80,62 +70,22 @@ class CharRNN(nn.Module):
 
     def forward(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """(B, T) token ids (and an optional carried state) → (logits (B, T, V), final state)."""
-        self._check_ids(idx)
+        check_token_ids(IDS, idx, self.config.vocab_size, ndim=2)
         return self.forward_embeddings(self.wte(idx), state)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                 top_k: int | None = None, top_p: float | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Sample ``max_new_tokens`` characters after the prompt ``idx`` (B, T ≥ 1); returns (B, T + new).
 
-        The prompt is read once; after that each step feeds one character and the carried state.
+        The prompt is read once; after that each step feeds one character and the carried state
+        (arguments: :func:`minillm.sampling.generate_tokens`).
         """
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if idx.dim() != 2 or idx.size(1) < 1:
-            raise ValueError(f"the prompt must have shape (B, T) with T >= 1, got {tuple(idx.shape)}")
-        was_training = self.training
-        self.eval()
-        logits, state = self(idx)
-        out = [idx]
-        for _ in range(max_new_tokens):
-            last = logits[:, -1].float() / temperature  # (B, V)
-            if top_k is not None:
-                kth = torch.topk(last, min(top_k, last.size(-1))).values[:, -1:]
-                last = last.masked_fill(last < kth, float("-inf"))
-            nxt = torch.multinomial(torch.softmax(last, dim=-1), 1, generator=generator)  # (B, 1)
-            out.append(nxt)
-            logits, state = self(nxt, state)
-        self.train(was_training)
-        return torch.cat(out, dim=1)
+        def step(new: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+            logits, state = self(new, state)
+            return logits[:, -1], state  # (B, V)
 
-
-# ---------------------------------------------------------------------------------------------
-# Chapter-5 recipe and leaderboard row
-# ---------------------------------------------------------------------------------------------
-
-RECIPE_CONFIG = CharRNNConfig(vocab_size=82, cell="lstm", n_embd=64, hidden_size=256, num_layers=2)
-RECIPE_TRAIN = dict(steps=2500, lr=3e-3, warmup_steps=100, eval_every=250, weight_decay=0.01,
-                    autocast="auto")  # batch 32 x 128 characters; bf16 where the CPU has it
-
-
-def train_lstm_shakespeare(progress: bool = True) -> tuple[CharRNN, dict]:
-    """The chapter-5 two-layer character LSTM on the Shakespeare training split (seed 0, CPU)."""
-    from ..recipes import train_shakespeare_char_recipe
-
-    def build(vocab) -> CharRNN:
-        if len(vocab) != RECIPE_CONFIG.vocab_size:
-            raise ValueError(f"the corpus has {len(vocab)} characters, the recipe expects "
-                             f"{RECIPE_CONFIG.vocab_size}")
-        return CharRNN(RECIPE_CONFIG)
-
-    return train_shakespeare_char_recipe(build, block_size=128, batch_size=32, val_batches=20,
-                                         progress=progress, **RECIPE_TRAIN)
-
-
-def score_lstm_shakespeare():
-    """Leaderboard row: the shipped ``ch05-lstm-shakespeare`` model on the Shakespeare test split."""
-    from ..leaderboard import score_shipped_char_model
-
-    return score_shipped_char_model("ch05-lstm-shakespeare", block_size=256,
-                                    notes="2-layer LSTM, 256 units; windows of 256 chars, no carried state")
+        return generate_tokens(step, idx, max_new_tokens, vocab_size=self.config.vocab_size,
+                               temperature=temperature, top_k=top_k, top_p=top_p,
+                               generator=generator, model=self)

@@ -20,13 +20,17 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..sampling import check_temperature, check_top_k, check_top_p, sample_next
+from ..sampling import check_generate_args, sample_next
+from ..search import beam_search
+from ..validation import check_bool, check_choice, check_float, check_int, check_tensor, check_token_ids
 
+IDS = "idx (int64/int32 token ids, shape (B, T))"  # how errors name the model's input
 ACTIVATIONS = ("gelu_tanh", "gelu_new", "gelu")
 # HF GPT-2 Conv1D weights, stored (in, out): transposed when copied into our nn.Linear (out, in)
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -36,7 +40,7 @@ CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
 class GPTConfig:
     """Sizes and switches of a :class:`GPT`. Named sizes are the classmethods below."""
 
-    vocab_size: int = 65  # tokens (65 = Shakespeare characters)
+    vocab_size: int = 82  # tokens (82 = the characters of the shipped Shakespeare corpus)
     block_size: int = 256  # context window: the most positions the model can see
     n_layer: int = 6  # Transformer blocks
     n_head: int = 6  # attention heads per block
@@ -50,32 +54,34 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            setattr(self, name, check_int(name, getattr(self, name), low=1))
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        self.dropout = check_float("dropout", self.dropout, low=0, high=1, high_inclusive=False)
+        for name in ("bias", "pre_ln", "tie_weights"):
+            check_bool(name, getattr(self, name))
+        check_choice("activation", self.activation, ACTIVATIONS)
+        self.layer_norm_eps = check_float("layer_norm_eps", self.layer_norm_eps, low=0,
+                                          low_inclusive=False)
 
     @classmethod
     def tiny(cls, **overrides) -> "GPTConfig":
-        """A model small enough for unit tests: 2 layers, width 32, context 32."""
-        return cls(**{**dict(block_size=32, n_layer=2, n_head=4, n_embd=32), **overrides})
+        """A model small enough for unit tests: 2 layers, width 32, context 32 (65 tokens)."""
+        return cls(**{**dict(vocab_size=65, block_size=32, n_layer=2, n_head=4, n_embd=32),
+                      **overrides})
 
     @classmethod
     def shakespeare_small(cls, **overrides) -> "GPTConfig":
         """The shipped chapter-8 checkpoint: 4 layers, 4 heads, width 128, context 128 (~0.8M
         parameters, ~3.3 MB in fp32; sized to train in minutes on a shared 2-core CPU)."""
-        return cls(**{**dict(vocab_size=65, block_size=128, n_layer=4, n_head=4, n_embd=128),
+        return cls(**{**dict(vocab_size=82, block_size=128, n_layer=4, n_head=4, n_embd=128),
                       **overrides})
 
     @classmethod
     def shakespeare_char(cls, **overrides) -> "GPTConfig":
-        """nanoGPT's Shakespeare-character size: 6 layers, 6 heads, width 384, context 256 (10.7M)."""
-        return cls(**{**dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384),
+        """nanoGPT's Shakespeare-character size: 6 layers, 6 heads, width 384, context 256 (10.7M);
+        82 tokens, the characters of the course's Shakespeare corpus (nanoGPT's has 65)."""
+        return cls(**{**dict(vocab_size=82, block_size=256, n_layer=6, n_head=6, n_embd=384),
                       **overrides})
 
     @classmethod
@@ -113,7 +119,11 @@ class KVCache:
 
     def __init__(self, config: GPTConfig, batch_size: int, max_len: int | None = None, *,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        max_len = max_len or config.block_size
+        batch_size = check_int("batch_size", batch_size, low=1)
+        max_len = check_int("max_len", max_len, low=1, allow_none=True) or config.block_size
+        if max_len > config.block_size:
+            raise ValueError(f"max_len={max_len} is longer than the model's context window "
+                             f"block_size={config.block_size} (there are no positions beyond it)")
         hs = config.n_embd // config.n_head
         shape = (config.n_layer, batch_size, config.n_head, max_len, hs)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
@@ -125,14 +135,18 @@ class KVCache:
         """Store (B, nh, T, hs) keys/values after the filled prefix; return all of them (B, nh, L+T, hs)."""
         start, end = self.length, self.length + k.size(2)
         if end > self.max_len:
-            raise ValueError(f"the cache holds {self.max_len} positions; cannot add {k.size(2)} "
-                             f"after {start}")
+            raise ValueError(f"the cache holds max_len={self.max_len} positions and {start} are "
+                             f"filled: cannot add {k.size(2)} more")
+        if k.shape != v.shape or k.shape[:2] != self.k.shape[1:3] or k.size(3) != self.k.size(4):
+            raise ValueError(f"keys/values must have shape (B={self.k.size(1)}, nh={self.k.size(2)}, "
+                             f"T, hs={self.k.size(4)}), got {tuple(k.shape)} and {tuple(v.shape)}")
         self.k[layer, :, :, start:end] = k
         self.v[layer, :, :, start:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows ``index`` (beam search: each surviving beam inherits its parent's cache)."""
+        index = index.to(self.k.device)
         self.k = self.k.index_select(1, index)
         self.v = self.v.index_select(1, index)
 
@@ -248,17 +262,12 @@ class GPT(nn.Module):
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
     def _check_ids(self, idx: torch.Tensor, past: int = 0) -> None:
-        if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int64, torch.int32):
-            what = idx.dtype if isinstance(idx, torch.Tensor) else type(idx).__name__
-            raise TypeError(f"token ids must be an int64/int32 tensor of shape (B, T), got {what}")
-        if idx.dim() != 2:
-            raise ValueError(f"token ids must have shape (B, T), got shape {tuple(idx.shape)}")
+        check_token_ids(IDS, idx, self.config.vocab_size, ndim=2, allow_empty=True)
+        if idx.dtype not in (torch.int64, torch.int32):  # what nn.Embedding accepts
+            raise TypeError(f"{IDS} must be int64 or int32, got {idx.dtype}")
         if past + idx.size(1) > self.config.block_size:
             raise ValueError(f"sequence of {past + idx.size(1)} tokens is longer than the context "
                              f"window block_size={self.config.block_size}")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got values in "
-                             f"[{int(idx.min())}, {int(idx.max())}]")
 
     def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """(B, T) ids → (B, T, C) final hidden states; with a cache, positions continue after it."""
@@ -282,31 +291,29 @@ class GPT(nn.Module):
     @torch.inference_mode()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, *, do_sample: bool = False,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 num_beams: int = 1, use_cache: bool = True,
+                 num_beams: int = 1, length_penalty: float = 1.0, use_cache: bool = True,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """Continue the prompts ``idx`` (B, T) by ``max_new_tokens`` tokens; returns (B, T + new).
+        """Continue the prompts ``idx`` (B, T ≥ 1) by ``max_new_tokens`` tokens; returns (B, T + new).
 
         Arguments mirror Hugging Face ``generate``: greedy by default; ``do_sample=True`` samples
         after ``temperature``, ``top_k`` and ``top_p`` filtering; ``num_beams > 1`` runs beam search
-        (highest total log-probability; no end-of-text token, so all beams have the same length).
-        ``use_cache=False`` recomputes the whole sequence every step (the slow twin of the cache).
-        Past the context window the model sees the last ``block_size`` tokens; with learned absolute
-        positions the cache cannot slide, so those steps recompute the window.
+        (:func:`minillm.search.beam_search`, highest total log-probability; there is no
+        end-of-text token, so all beams have the same length and ``length_penalty`` cannot change
+        the winner). ``use_cache=False`` recomputes the whole sequence every step (the slow twin
+        of the cache). Past the context window the model sees the last ``block_size`` tokens; with
+        learned absolute positions the cache cannot slide, so those steps recompute the window.
         """
         self._check_ids(idx)
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-        check_temperature(temperature)
-        check_top_k(top_k)
-        check_top_p(top_p)
-        if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
-            raise ValueError(f"num_beams must be an int >= 1, got {num_beams!r}")
+        check_generate_args(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                            top_p=top_p, num_beams=num_beams, length_penalty=length_penalty)
+        check_bool("do_sample", do_sample)
+        check_bool("use_cache", use_cache)
         if idx.size(1) == 0:
-            raise ValueError("the prompt must hold at least one token")
+            raise ValueError(f"the prompt must hold at least one token, got shape {tuple(idx.shape)}")
         if num_beams > 1:
             if do_sample:
                 raise ValueError("beam search is deterministic: use num_beams > 1 with do_sample=False")
-            return self._beam_search(idx, max_new_tokens, num_beams)
+            return self._beam_search(idx, max_new_tokens, num_beams, length_penalty)
         if max_new_tokens == 0:
             return idx
         pick = dict(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -329,39 +336,45 @@ class GPT(nn.Module):
             length += 1
         return out
 
-    def _beam_search(self, idx: torch.Tensor, max_new_tokens: int, num_beams: int) -> torch.Tensor:
-        """Beam search with a cache whose rows follow their beams; returns the best beam per prompt."""
+    def _beam_search(self, idx: torch.Tensor, max_new_tokens: int, num_beams: int,
+                     length_penalty: float = 1.0) -> torch.Tensor:
+        """Beam search (:func:`minillm.search.beam_search`) with a key/value cache whose rows
+        follow their beams; returns the prompts followed by the best beam of each (B, T + new)."""
         B, T0 = idx.shape
         if T0 + max_new_tokens - 1 > self.config.block_size:
             raise ValueError(f"beam search needs prompt + max_new_tokens - 1 <= block_size "
                              f"({T0} + {max_new_tokens} - 1 > {self.config.block_size})")
         if max_new_tokens == 0:
             return idx
-        V = self.config.vocab_size
-        seqs = idx.repeat_interleave(num_beams, dim=0)  # (B·k, T0) every beam starts as the prompt
         cache = KVCache(self.config, B * num_beams, device=idx.device,
                         dtype=self.transformer.wte.weight.dtype)
-        scores = torch.zeros(B, num_beams, device=idx.device)
-        scores[:, 1:] = float("-inf")  # identical beams at the start: only the first may expand
-        new = seqs
-        for _ in range(max_new_tokens):
-            logits = self.lm_head(self.hidden_states(new, cache)[:, -1]).float()  # (B·k, V)
-            logp = torch.log_softmax(logits, dim=-1).view(B, num_beams, V)
-            total = (scores.unsqueeze(-1) + logp).view(B, num_beams * V)  # (B, k·V)
-            scores, flat = total.topk(num_beams, dim=-1)  # (B, k) best continuations, best first
-            parent = flat // V + torch.arange(B, device=idx.device).unsqueeze(1) * num_beams
-            token = (flat % V).view(-1, 1)  # (B·k, 1)
-            seqs = torch.cat([seqs[parent.view(-1)], token], dim=1)
-            cache.reorder(parent.view(-1))
-            new = token
-        return seqs.view(B, num_beams, -1)[:, 0]  # topk is sorted: beam 0 is the best
+
+        def step(prefix: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
+            new = prefix[:, cache.length:]  # the prompt first, then each beam's last token
+            return self.lm_head(self.hidden_states(new, cache)[:, -1]), cache  # (B·k, V)
+
+        def reorder(cache: KVCache, rows: torch.Tensor) -> KVCache:
+            cache.reorder(rows)  # each surviving beam inherits its parent's keys and values
+            return cache
+
+        out = beam_search(step, cache, batch_size=B, bos_id=None, eos_id=None, prompt=idx,
+                          max_new_tokens=max_new_tokens, num_beams=num_beams,
+                          length_penalty=length_penalty, reorder_fn=reorder,
+                          expand_fn=lambda cache, index: cache, device=idx.device)
+        return torch.cat([idx, out.sequences.to(idx.dtype)], dim=1)
 
     # ---------------------------------------------------------------- Hugging Face GPT-2 weights
 
     @classmethod
-    def config_from_hf(cls, hf_config) -> GPTConfig:
+    def config_from_hf(cls, hf_config: Any) -> GPTConfig:
         """A :class:`GPTConfig` from a ``transformers.GPT2Config`` (or its dict)."""
+        if not isinstance(hf_config, dict) and not hasattr(hf_config, "to_dict"):
+            raise TypeError(f"hf_config must be a transformers GPT2Config or its dict, got "
+                            f"{type(hf_config).__name__}")
         c = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
+        missing = [k for k in ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd") if k not in c]
+        if missing:
+            raise ValueError(f"the GPT-2 config lacks the fields {missing}")
         n_embd = c["n_embd"]
         if c.get("n_inner") not in (None, 4 * n_embd):
             raise ValueError(f"n_inner={c['n_inner']} is not supported (only 4 * n_embd)")
@@ -402,27 +415,51 @@ class GPT(nn.Module):
                 target.copy_(src)
 
     @classmethod
-    def from_hf(cls, model) -> "GPT":
+    def from_hf(cls, model: nn.Module) -> "GPT":
         """A :class:`GPT` holding the weights of a ``transformers.GPT2LMHeadModel`` (eval mode)."""
+        if not (hasattr(model, "config") and hasattr(model, "state_dict")):
+            raise TypeError(f"model must be a transformers GPT2LMHeadModel, got {type(model).__name__}")
         gpt = cls(cls.config_from_hf(model.config))
         gpt.load_hf_state_dict(model.state_dict())
         return gpt.eval()
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "GPT":
-        """Load a Hugging Face GPT-2 directory (``config.json`` + ``model.safetensors``)."""
+        """Load a Hugging Face GPT-2 directory (``config.json`` + ``model.safetensors``).
+
+        Raises ``FileNotFoundError`` for a missing directory or file, ``ValueError`` naming the
+        problem for anything else that is not a GPT-2 directory (a minillm checkpoint, a corrupt
+        or mismatched file, a tensor of the wrong shape).
+        """
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory} is not a directory: expected a Hugging Face GPT-2 "
+                                    "directory (config.json + model.safetensors)")
         for name in ("config.json", "model.safetensors"):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory} has no {name}: expected a Hugging Face GPT-2 "
                                         "directory (config.json + model.safetensors)")
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        try:
+            config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{directory / 'config.json'} is not valid JSON ({err})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{directory / 'config.json'} must hold a JSON object, got "
+                             f"{type(config).__name__}")
+        if "format_version" in config and "config" in config:
+            raise ValueError(f"{directory} is a minillm checkpoint, not a Hugging Face GPT-2 "
+                             "directory: load it with minillm.checkpoint.load_checkpoint")
         if config.get("model_type", "gpt2") != "gpt2":
             raise ValueError(f"{directory} holds a {config.get('model_type')!r} model, expected 'gpt2'")
         gpt = cls(cls.config_from_hf(config))
-        gpt.load_hf_state_dict(load_file(str(directory / "model.safetensors")))
+        try:
+            state = load_file(str(directory / "model.safetensors"))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{directory / 'model.safetensors'} cannot be read ({err})") from None
+        gpt.load_hf_state_dict(state)
         return gpt.eval()
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -431,9 +468,12 @@ class GPT(nn.Module):
 
         c = self.config
         if not (c.pre_ln and c.bias):
-            raise ValueError("only GPT-2-style models (pre_ln=True, bias=True) can be saved for HF")
+            raise ValueError(f"only GPT-2-style models (pre_ln=True, bias=True) can be saved for HF, "
+                             f"got pre_ln={c.pre_ln}, bias={c.bias}")
         act = {"gelu_new": "gelu_new", "gelu_tanh": "gelu_pytorch_tanh", "gelu": "gelu"}[c.activation]
         directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise FileExistsError(f"{directory} is a file: save_pretrained needs a directory")
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for name, t in self.state_dict().items():

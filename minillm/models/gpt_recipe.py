@@ -1,37 +1,19 @@
-"""Recipe of the shipped chapter-8 model: a small character GPT trained on Shakespeare.
+"""Where the chapter-8 GPT's recipe used to live; kept so that older imports keep working.
 
-Size: 4 layers, 4 heads, width 128, context 128 (~0.8M parameters, ~3.3 MB in fp32). The budget
-allowed ~12 MB, but the model had to train in minutes on a 2-core CPU shared with other jobs; a
-small model that saw 6M characters beats a larger one that saw a tenth of that. Trained with bf16
-autocast where the CPU supports it.
-Used by ``minillm.hub.load_pretrained("ch08-gpt-shakespeare")`` and the leaderboard's GPT row.
+The recipe is :func:`minillm.recipes.train_gpt_shakespeare` and the leaderboard scorer
+:func:`minillm.leaderboard.score_gpt_shakespeare`; new code should import them from there.
 """
 
 from __future__ import annotations
 
-from ..recipes import train_shakespeare_char_recipe
-from ..train import TrainConfig
+from ..leaderboard import score_gpt_shakespeare
+from ..recipes import train_gpt_shakespeare
 from ..vocab import CharVocab
-from .gpt import GPT, GPTConfig
+from .gpt import GPT
 
 RECIPE_NAME = "ch08-gpt-shakespeare"
-RECIPE_TRAIN = TrainConfig(steps=1500, lr=3e-3, min_lr=3e-4, warmup_steps=100, weight_decay=0.1,
-                           eval_every=250, eval_batches=20)
-RECIPE_BATCH = 32
 
-
-def train_gpt_shakespeare(progress: bool = True) -> tuple[GPT, dict]:
-    """Train the chapter-8 GPT from scratch (seed 0); returns (model, metadata)."""
-    model, metadata = train_shakespeare_char_recipe(
-        lambda vocab: GPT(GPTConfig.shakespeare_small(vocab_size=len(vocab))),
-        block_size=GPTConfig.shakespeare_small().block_size, batch_size=RECIPE_BATCH,
-        progress=progress, config=RECIPE_TRAIN)
-    metadata.update({
-        "train_config": {k: (str(v) if not isinstance(v, (int, float, bool, type(None))) else v)
-                         for k, v in vars(RECIPE_TRAIN).items()},
-        "batch_size": RECIPE_BATCH, "params": model.num_params()})
-    metadata["metrics"]["train_seconds"] = round(metadata["history"]["seconds"], 1)
-    return model.eval(), metadata
+__all__ = ["RECIPE_NAME", "load_gpt_shakespeare", "score_gpt_shakespeare", "train_gpt_shakespeare"]
 
 
 def load_gpt_shakespeare() -> tuple[GPT, CharVocab]:
@@ -40,12 +22,3 @@ def load_gpt_shakespeare() -> tuple[GPT, CharVocab]:
 
     model = load_pretrained(RECIPE_NAME)
     return model, CharVocab(model.checkpoint_metadata["vocab"])
-
-
-def score_gpt_shakespeare():
-    """Leaderboard scorer: bits/char of the shipped GPT on the Shakespeare test split."""
-    from ..leaderboard import score_shipped_char_model
-
-    c = GPTConfig.shakespeare_small()
-    return score_shipped_char_model(RECIPE_NAME, notes=f"{c.n_layer} layers, width {c.n_embd}, "
-                                                       f"context {c.block_size}")

@@ -16,7 +16,8 @@ The sliding windows come from one ``unfold`` (no Python loop); ``tests/test_mlp_
 against a per-position loop.
 
 Also here: a word vocabulary for the word-level model, a 2-D projection of an embedding table
-(PCA by SVD) with cosine nearest neighbours, and the chapter-4 recipe and leaderboard scorer.
+(PCA by SVD) with cosine nearest neighbours. The chapter-4 recipe is in :mod:`minillm.recipes`,
+its leaderboard scorer in :mod:`minillm.leaderboard`.
 
 Shape letters: B batch, T time, N context length, C embedding width, V vocabulary.
 """
@@ -24,13 +25,16 @@ Shape letters: B batch, T time, N context length, C embedding width, V vocabular
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..sampling import IDS, generate_tokens
+from ..validation import check_bool, check_float, check_int, check_str, check_token_ids
+from ..vocab import WordVocab as BaseWordVocab
 
 
 @dataclass
@@ -44,11 +48,9 @@ class MLPLMConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context", "n_embd", "n_hidden"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            setattr(self, name, check_int(name, getattr(self, name), low=1))
+        self.direct = check_bool("direct", self.direct)
+        self.dropout = check_float("dropout", self.dropout, low=0, high=1, high_inclusive=False)
 
 
 def context_windows(idx: torch.Tensor, context: int, pad_id: int) -> torch.Tensor:
@@ -83,13 +85,7 @@ class MLPLM(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids → (B, T, V) next-token logits."""
-        if idx.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"token ids must be an integer tensor, got {idx.dtype}")
-        if idx.dim() != 2:
-            raise ValueError(f"token ids must have shape (B, T), got {tuple(idx.shape)}")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got values in "
-                             f"[{int(idx.min())}, {int(idx.max())}]")
+        check_token_ids(IDS, idx, self.config.vocab_size, ndim=2, allow_empty=True)
         windows = context_windows(idx.long(), self.config.context, self.pad_id)  # (B, T, N)
         x = self.wte(windows).flatten(2)  # (B, T, N*C)
         logits = self.head(self.drop(torch.tanh(self.hidden(x))))  # (B, T, V)
@@ -99,21 +95,22 @@ class MLPLM(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample ``max_new_tokens`` tokens after the prompt ``idx`` (B, T); returns (B, T + new).
+        """Sample ``max_new_tokens`` tokens after the prompt ``idx`` (B, T ≥ 1); returns (B, T + new).
 
-        Only the last ``context`` tokens matter, so each step runs the model on that window alone.
+        Only the last ``context`` tokens matter, so the state carried between steps is that window
+        and each step runs the model on it alone (arguments: :func:`minillm.sampling.generate_tokens`).
         """
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        was_training = self.training
-        self.eval()
-        for _ in range(max_new_tokens):
-            logits = self(idx[:, -self.config.context:])[:, -1].float() / temperature  # (B, V)
-            nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)  # (B, 1)
-            idx = torch.cat([idx, nxt], dim=1)
-        self.train(was_training)
-        return idx
+        N = self.config.context
+
+        def step(new: torch.Tensor, window: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            window = new if window is None else torch.cat([window, new], dim=1)[:, -N:]  # (B, <=N)
+            return self(window)[:, -1], window  # (B, V)
+
+        return generate_tokens(step, idx, max_new_tokens, vocab_size=self.config.vocab_size,
+                               temperature=temperature, top_k=top_k, top_p=top_p,
+                               generator=generator, model=self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,43 +125,32 @@ def split_words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-class WordVocab:
+class WordVocab(BaseWordVocab):
     """The ``max_size - 1`` most frequent words plus ``<unk>`` (id 0) for every other word."""
 
     UNK = "<unk>"
 
     def __init__(self, words: Iterable[str]):
-        self.itos = [self.UNK] + [w for w in words if w != self.UNK]
-        self.stoi = {w: i for i, w in enumerate(self.itos)}
+        super().__init__([self.UNK] + [w for w in words if w != self.UNK])
 
     @classmethod
     def from_text(cls, text: str, max_size: int = 5000) -> "WordVocab":
-        if max_size < 2:
+        """The vocabulary of ``text`` split by :func:`split_words` (ties broken alphabetically)."""
+        if check_int("max_size", max_size) < 2:
             raise ValueError(f"max_size must be at least 2 (<unk> and one word), got {max_size}")
-        counts = Counter(split_words(text))
-        # most frequent first; ties broken alphabetically so the vocabulary is reproducible
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return cls(w for w, _ in ranked[: max_size - 1])
-
-    def __len__(self) -> int:
-        return len(self.itos)
+        return cls.build([split_words(text)], max_size=max_size)
 
     def encode(self, text: str) -> list[int]:
-        return [self.stoi.get(w, 0) for w in split_words(text)]
+        """Ids of the words of ``text``; unknown words are ``<unk>`` (id 0)."""
+        return self.encode_words(split_words(check_str("text", text)))
 
     def encode_tensor(self, text: str) -> torch.Tensor:
+        """``encode`` as a 1-D int64 tensor."""
         return torch.tensor(self.encode(text), dtype=torch.long)
 
     def decode(self, ids: Iterable[int]) -> str:
-        ids = [int(i) for i in ids]
-        bad = [i for i in ids if not 0 <= i < len(self)]
-        if bad:
-            raise ValueError(f"ids {bad[:5]} are outside the vocabulary [0, {len(self)})")
-        text = " ".join(self.itos[i] for i in ids)
-        return re.sub(r" ([,.;:!?'])", r"\1", text)
-
-    def __repr__(self) -> str:
-        return f"WordVocab({len(self)} words)"
+        """The words of ``ids`` joined by spaces, with no space before punctuation."""
+        return re.sub(r" ([,.;:!?'])", r"\1", " ".join(self.decode_words(ids)))
 
 
 def project_2d(weight: torch.Tensor) -> torch.Tensor:
@@ -188,34 +174,3 @@ def nearest_neighbours(weight: torch.Tensor, index: int, k: int = 5) -> list[tup
     sims[index] = float("-inf")
     top = torch.topk(sims, min(k, weight.size(0) - 1))
     return [(int(i), float(s)) for s, i in zip(top.values, top.indices)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Chapter-4 recipe and leaderboard row
-# ---------------------------------------------------------------------------------------------
-
-RECIPE_CONFIG = MLPLMConfig(vocab_size=82, context=16, n_embd=24, n_hidden=512)
-RECIPE_TRAIN = dict(steps=3000, lr=3e-3, warmup_steps=100, eval_every=250, weight_decay=0.01,
-                    autocast="auto")  # batch 64 x 64 positions; bf16 where the CPU has it
-
-
-def train_mlp_shakespeare(progress: bool = True) -> tuple[MLPLM, dict]:
-    """The chapter-4 character MLP LM on the Shakespeare training split (seed 0, CPU)."""
-    from ..recipes import train_shakespeare_char_recipe
-
-    def build(vocab) -> MLPLM:
-        if len(vocab) != RECIPE_CONFIG.vocab_size:
-            raise ValueError(f"the corpus has {len(vocab)} characters, the recipe expects "
-                             f"{RECIPE_CONFIG.vocab_size}")
-        return MLPLM(RECIPE_CONFIG)
-
-    return train_shakespeare_char_recipe(build, block_size=64, batch_size=64, val_batches=40,
-                                         progress=progress, **RECIPE_TRAIN)
-
-
-def score_mlp_shakespeare():
-    """Leaderboard row: the shipped ``ch04-mlp-shakespeare`` model on the Shakespeare test split."""
-    from ..leaderboard import score_shipped_char_model
-
-    return score_shipped_char_model("ch04-mlp-shakespeare", block_size=256,
-                                    notes=f"Bengio MLP, context {RECIPE_CONFIG.context} chars")

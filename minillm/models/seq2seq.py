@@ -14,7 +14,7 @@ applied (after the recurrent step, on ``s_t`` rather than ``s_{t-1}``) follows L
 so that teacher forcing runs the whole target through one fused ``nn.GRU`` call.
 
 Below the model: a word tokenizer and vocabulary, padded batches of English→Spanish verse pairs,
-the loss, and the recipe behind ``load_pretrained("ch06-seq2seq-en-es")``.
+and the loss; the recipe behind ``load_pretrained("ch06-seq2seq-en-es")`` is in :mod:`minillm.recipes`.
 Shape letters: B batch, S source length, T target length, E embedding, H hidden, A attention, V vocab.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -31,7 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ..sampling import check_generate_args
 from ..search import SearchOutput, beam_search, greedy_search
+from ..validation import check_bool, check_float, check_int, check_nonempty, check_token_ids
+from ..vocab import WordVocab as BaseWordVocab
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 
@@ -51,11 +53,16 @@ class Seq2SeqConfig:
     eos_id: int = EOS
 
     def __post_init__(self) -> None:
+        for name in ("src_vocab_size", "tgt_vocab_size", "emb_dim", "hidden_dim", "attn_dim"):
+            setattr(self, name, check_int(name, getattr(self, name), low=1))
         if self.hidden_dim % 2:
             raise ValueError(f"hidden_dim must be even (two encoder directions), got {self.hidden_dim}")
-        for name in ("src_vocab_size", "tgt_vocab_size", "emb_dim", "hidden_dim", "attn_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("attention", "tie_embeddings"):
+            check_bool(name, getattr(self, name))
+        self.dropout = check_float("dropout", self.dropout, low=0, high=1, high_inclusive=False)
+        for name in ("pad_id", "bos_id", "eos_id"):
+            check_int(name, getattr(self, name), low=0, high=min(self.src_vocab_size,
+                                                                 self.tgt_vocab_size) - 1)
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -134,14 +141,8 @@ class Seq2Seq(nn.Module):
             self.out = nn.Linear(c.hidden_dim, c.tgt_vocab_size)
 
     def _check_ids(self, ids: torch.Tensor, vocab_size: int, what: str) -> None:
-        if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"{what} must be an integer tensor of token ids, got "
-                            f"{getattr(ids, 'dtype', type(ids).__name__)}")
-        if ids.dim() != 2:
-            raise ValueError(f"{what} must have shape (B, length), got {tuple(ids.shape)}")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-            raise ValueError(f"{what} ids must be in [0, {vocab_size}), got values in "
-                             f"[{int(ids.min())}, {int(ids.max())}]")
+        check_token_ids(f"{what} (integer tensor of token ids, shape (B, length))", ids, vocab_size,
+                        ndim=2)
 
     def encode(self, src: torch.Tensor) -> dict[str, torch.Tensor]:
         """Source ids (B, S), right-padded with ``pad_id`` → the decoder's initial state (a dict)."""
@@ -175,9 +176,13 @@ class Seq2Seq(nn.Module):
             logits = self.out(s)  # (B, T, V)
         return logits, h_n.squeeze(0), weights
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, *, return_attention: bool = False):
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, *, return_attention: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         """src (B, S), tgt_in (B, T) starting with ``bos_id`` → logits (B, T, V) [, weights (B, T, S)]."""
         self._check_ids(tgt_in, self.config.tgt_vocab_size, "tgt_in")
+        if isinstance(src, torch.Tensor) and src.dim() == 2 and src.size(0) != tgt_in.size(0):
+            raise ValueError(f"src and tgt_in must hold the same number of sentences, got "
+                             f"{src.size(0)} and {tgt_in.size(0)}")
         logits, _, weights = self._decode(tgt_in, self.encode(src))
         return (logits, weights) if return_attention else logits
 
@@ -196,6 +201,9 @@ class Seq2Seq(nn.Module):
     def generate(self, src: torch.Tensor, *, max_new_tokens: int = 40, num_beams: int = 1,
                  length_penalty: float = 1.0) -> SearchOutput:
         """Translate a padded batch (B, S): greedy when ``num_beams == 1``, else beam search."""
+        check_generate_args(max_new_tokens=max_new_tokens, num_beams=num_beams,
+                            length_penalty=length_penalty)
+        check_int("max_new_tokens", max_new_tokens, low=1)
         state = self.encode(src)
         c = self.config
         common = dict(batch_size=src.size(0), bos_id=c.bos_id, eos_id=c.eos_id, pad_id=c.pad_id,
@@ -209,6 +217,10 @@ class Seq2Seq(nn.Module):
     def sequence_scores(self, src: torch.Tensor, sequences: torch.Tensor,
                         lengths: torch.Tensor) -> torch.Tensor:
         """Sum of log-probs (B,) the model gives ``sequences`` (B, L) (first ``lengths`` tokens each)."""
+        self._check_ids(sequences, self.config.tgt_vocab_size, "sequences")
+        if lengths.shape != (sequences.size(0),):
+            raise ValueError(f"lengths must have shape ({sequences.size(0)},), one per sequence, "
+                             f"got {tuple(lengths.shape)}")
         bos = torch.full_like(sequences[:, :1], self.config.bos_id)
         logits = self(src, torch.cat([bos, sequences[:, :-1]], dim=1))  # (B, L, V)
         logp = F.log_softmax(logits.float(), dim=-1).gather(2, sequences.unsqueeze(-1)).squeeze(-1)
@@ -228,40 +240,26 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-class WordVocab:
+class WordVocab(BaseWordVocab):
     """Word ↔ id table with ``<pad> <bos> <eos> <unk>`` as ids 0–3; unknown words map to ``<unk>``."""
 
     specials = ("<pad>", "<bos>", "<eos>", "<unk>")
 
-    def __init__(self, itos: Sequence[str]):
-        if tuple(itos[:4]) != self.specials:
-            raise ValueError(f"a WordVocab must start with {self.specials}, got {tuple(itos[:4])}")
-        self.itos = list(itos)
-        self.stoi = {w: i for i, w in enumerate(self.itos)}
-
     @classmethod
-    def build(cls, sentences: Iterable[list[str]], min_freq: int = 2) -> "WordVocab":
+    def build(cls, sentences: Iterable[list[str]], min_freq: int = 2,
+              max_size: int | None = None) -> "WordVocab":
         """Words seen at least ``min_freq`` times, most frequent first (ties alphabetical)."""
-        counts = Counter(w for words in sentences for w in words)
-        words = sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
-        return cls(list(cls.specials) + words)
-
-    def __len__(self) -> int:
-        return len(self.itos)
+        return super().build(sentences, min_freq, max_size)
 
     def encode(self, words: Sequence[str]) -> list[int]:
-        return [self.stoi.get(w, UNK) for w in words]
+        """Ids of ``words`` (a list of words, see :func:`tokenize`)."""
+        return self.encode_words(words)
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Words up to the first ``<eos>``; padding and ``<bos>`` are dropped."""
-        out = []
-        for i in ids:
-            i = int(i)
-            if i == EOS:
-                break
-            if i not in (PAD, BOS):
-                out.append(self.itos[i])
-        return out
+        words = self.decode_words(ids)
+        words = words[:words.index("<eos>")] if "<eos>" in words else words
+        return [w for w in words if w not in ("<pad>", "<bos>")]
 
 
 @dataclass
@@ -299,6 +297,9 @@ def pad_batch(examples: Sequence[tuple[list[int], list[int]]]
     (right-padded; padding in tgt_out is -100 so the loss ignores it)."""
     if not examples:
         raise ValueError("pad_batch needs at least one example")
+    for k, pair in enumerate(examples):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise TypeError(f"examples[{k}] must be a (source ids, target ids) pair, got {pair!r:.80}")
     S = max(len(s) for s, _ in examples)
     T = max(len(t) for _, t in examples) + 1
     src = torch.full((len(examples), S), PAD, dtype=torch.long)
@@ -315,8 +316,9 @@ class RandomBatches:
     """Calling it returns a random padded batch of ``batch_size`` examples (seeded, reproducible)."""
 
     def __init__(self, examples: Sequence[tuple[list[int], list[int]]], batch_size: int, seed: int = 0):
-        if len(examples) < 1 or batch_size < 1:
-            raise ValueError(f"need examples and batch_size >= 1, got {len(examples)} and {batch_size}")
+        check_nonempty("examples", examples)
+        check_int("batch_size", batch_size, low=1)
+        check_int("seed", seed, low=0)
         self.examples, self.batch_size = list(examples), batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -328,6 +330,8 @@ class RandomBatches:
 def fixed_batches(examples: Sequence[tuple[list[int], list[int]]], batch_size: int
                   ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """All examples in order, in padded batches: a deterministic evaluation set."""
+    check_nonempty("examples", examples)
+    check_int("batch_size", batch_size, low=1)
     return [pad_batch(examples[i:i + batch_size]) for i in range(0, len(examples), batch_size)]
 
 
@@ -338,20 +342,29 @@ def seq2seq_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torc
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tgt_out.reshape(-1), ignore_index=-100)
 
 
-@torch.no_grad()
 def perplexity(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> float:
-    """exp(mean cross-entropy per target token), weighting every token equally across batches."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    """exp(mean cross-entropy per target token), weighting every token equally across batches.
+
+    The loop is :func:`minillm.train.evaluate` (eval mode, no gradients, fp32) with a loss that sums.
+    """
+    from ..train import evaluate
+
+    batches = list(batches)
+    check_nonempty("batches", batches)
     total, count = 0.0, 0
-    for src, tgt_in, tgt_out in batches:
-        logits = model(src.to(device), tgt_in.to(device))
-        tgt_out = tgt_out.to(device)
-        total += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tgt_out.reshape(-1),
-                                       ignore_index=-100, reduction="sum"))
-        count += int((tgt_out != -100).sum())
-    model.train(was_training)
+
+    def summed_nll(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        nonlocal total, count
+        src, tgt_in, tgt_out = batch
+        logits = model(src, tgt_in)  # (B, T, V)
+        nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tgt_out.reshape(-1),
+                              ignore_index=-100, reduction="sum")
+        total, count = total + float(nll), count + int((tgt_out != -100).sum())
+        return nll
+
+    evaluate(model, batches, loss_fn=summed_nll, autocast=None)
+    if count == 0:
+        raise ValueError("the batches hold no target tokens to score")
     return math.exp(total / count)
 
 
@@ -359,48 +372,19 @@ def perplexity(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Ten
 def translate(model: Seq2Seq, sources: Sequence[list[int]], *, num_beams: int = 1, batch_size: int = 64,
               max_new_tokens: int = 40, length_penalty: float = 1.0) -> SearchOutput:
     """Decode every source (a list of id lists) in padded batches; one output row per source."""
+    check_nonempty("sources", sources)
+    check_int("batch_size", batch_size, low=1)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     outs = []
-    for i in range(0, len(sources), batch_size):
-        src = pad_batch([(s, []) for s in sources[i:i + batch_size]])[0].to(device)
-        outs.append(model.generate(src, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                                   length_penalty=length_penalty))
-    model.train(was_training)
+    try:
+        for i in range(0, len(sources), batch_size):
+            src = pad_batch([(s, []) for s in sources[i:i + batch_size]])[0].to(device)
+            outs.append(model.generate(src, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                                       length_penalty=length_penalty))
+    finally:
+        model.train(was_training)
     L = max(o.sequences.size(1) for o in outs)
     seqs = torch.cat([F.pad(o.sequences, (0, L - o.sequences.size(1)), value=PAD) for o in outs])
     return SearchOutput(seqs, torch.cat([o.scores for o in outs]), torch.cat([o.lengths for o in outs]))
-
-
-# ----------------------------------------------------------------------------- the chapter recipe
-
-RECIPE_STEPS = 3000  # optimizer steps of the shipped model (batch 64)
-
-
-def train_en_es(progress: bool = True, *, attention: bool = True, steps: int = RECIPE_STEPS,
-                seed: int = 0) -> tuple[Seq2Seq, dict]:
-    """Train the chapter's English→Spanish model (fixed data, seed and steps) on the CPU."""
-    from ..device import seed_everything
-    from ..train import train
-
-    seed_everything(seed)
-    data = prepare_en_es()
-    config = Seq2SeqConfig(src_vocab_size=len(data.src_vocab), tgt_vocab_size=len(data.tgt_vocab),
-                           attention=attention)
-    model = Seq2Seq(config)
-    val = fixed_batches(data.ids["validation"], 128)
-    history = train(model, RandomBatches(data.ids["train"], 64, seed=seed), val_data=val,
-                    loss_fn=seq2seq_loss, steps=steps, lr=3e-3, warmup_steps=100, eval_every=500,
-                    eval_batches=len(val), weight_decay=0.01, progress=progress,
-                    device=torch.device("cpu"))
-    model.eval()
-    metadata = {"src_vocab": data.src_vocab.itos, "tgt_vocab": data.tgt_vocab.itos,
-                "history": history.to_dict(),
-                "metrics": {"val_perplexity": perplexity(model, val), "steps": steps}}
-    return model, metadata
-
-
-def train_en_es_recipe(progress: bool = True) -> tuple[Seq2Seq, dict]:
-    """``load_pretrained("ch06-seq2seq-en-es")``: the attention model, 3000 steps, seed 0."""
-    return train_en_es(progress)

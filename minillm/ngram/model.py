@@ -27,6 +27,8 @@ from typing import Hashable, Iterable, Sequence
 
 import numpy as np
 
+from ..validation import check_int
+
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 SMOOTHINGS = ("mle", "add_k", "interpolated", "kneser_ney", "modified_kneser_ney")
 
@@ -44,8 +46,8 @@ class NGramConfig:
             raise ValueError(f"n must be an integer >= 1, got {self.n!r}")
         if self.smoothing not in SMOOTHINGS:
             raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {self.smoothing!r}")
-        if not (isinstance(self.k, (int, float)) and self.k > 0):
-            raise ValueError(f"k must be a number > 0, got {self.k!r}")
+        if not (isinstance(self.k, (int, float)) and not isinstance(self.k, bool) and 0 < self.k < math.inf):
+            raise ValueError(f"k must be a finite number > 0, got {self.k!r}")
         if isinstance(self.lambdas, list):
             object.__setattr__(self, "lambdas", tuple(self.lambdas))
         lams = self.lambdas if isinstance(self.lambdas, tuple) else (self.lambdas,)
@@ -322,6 +324,12 @@ class NGramLM:
         return np.broadcast_to(self._mix(lookup, len(ctx_ids) + 1), (V,)).copy()
 
     def _context_ids(self, context, from_start: bool) -> np.ndarray:
+        if isinstance(context, (str, list, tuple, np.ndarray)):
+            pass
+        elif isinstance(context, Iterable) and not isinstance(context, (dict, set, bytes)):
+            context = list(context)
+        else:
+            raise TypeError(f"context must be a str or a sequence of tokens, got {type(context).__name__}")
         ids = self.encode(context) if len(context) else np.zeros(0, np.int64)
         if from_start:
             ids = np.concatenate([np.full(self.config.n - 1, self.vocab_size, np.int64), ids])
@@ -380,7 +388,10 @@ class NGramLM:
     def score(self, sequences, *, eos: bool = True) -> tuple[float, int]:
         """(total negative log-likelihood in nats, number of tokens scored) over many sequences."""
         self._require_fit()
-        lp = self._log_probs(_as_sequences(sequences), eos)
+        seqs = _as_sequences(sequences)
+        if not seqs:
+            raise ValueError("sequences is empty: there are zero tokens to score")
+        lp = self._log_probs(seqs, eos)
         return float(-lp.sum()), int(lp.size)
 
     def perplexity(self, sequence, *, eos: bool = True) -> float:
@@ -390,6 +401,9 @@ class NGramLM:
     def corpus_perplexity(self, sequences, *, eos: bool = True) -> float:
         """Perplexity over many sequences (all their tokens pooled)."""
         nll, count = self.score(sequences, eos=eos)
+        if count == 0:
+            raise ValueError("sequences hold no tokens to score (and eos=False): perplexity over zero "
+                             "tokens is undefined")
         return math.exp(nll / count) if count and nll < 700 * count else math.inf
 
     # ----- inspecting and sampling -----
@@ -423,6 +437,7 @@ class NGramLM:
 
     def top_next(self, context: Sequence = (), k: int = 10, *, from_start: bool = False) -> list[tuple]:
         """The ``k`` most likely next tokens and their probabilities."""
+        check_int("k", k, low=1)
         p = self.next_distribution(context, from_start=from_start)
         best = np.argsort(-p, kind="stable")[:k]
         return [(self.vocab[i], float(p[i])) for i in best]
@@ -433,6 +448,7 @@ class NGramLM:
         self._require_fit()
         if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 0:
             raise ValueError(f"n_tokens must be an integer >= 0, got {n_tokens!r}")
+        check_int("seed", seed, low=0)
         rng = np.random.default_rng(seed)
         hist, out, eos = list(self._context_ids(context, from_start)), [], self._stoi[EOS]
         for _ in range(n_tokens):

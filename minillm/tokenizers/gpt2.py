@@ -23,6 +23,7 @@ Needs the ``regex`` package (installed with transformers) for the ``\\p{L}`` / `
 from __future__ import annotations
 
 import functools
+import heapq
 import json
 from collections import Counter
 from collections.abc import Collection, Iterable
@@ -39,6 +40,7 @@ from .bpe import merge_pair, train_merges
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 ENDOFTEXT = "<|endoftext|>"
 _CACHE_LIMIT = 200_000
+_SHORT_PIECE = 32  # bytes; longer pre-tokens use the heap-based merge loop
 
 
 @functools.lru_cache(maxsize=1)
@@ -72,6 +74,17 @@ def _as_id_list(ids: Any) -> list[int]:
             raise TypeError(f"ids must be ints, got {i!r} ({type(i).__name__})")
         out.append(i)
     return out
+
+
+def _read_text(name: str, path: Any) -> str:
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"{name} must be a path (str or Path), got {type(path).__name__}")
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{name} {str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except IsADirectoryError:
+        raise ValueError(f"{name} {str(path)!r} is a directory, expected a file") from None
 
 
 def _check_text(text: Any) -> str:
@@ -157,16 +170,27 @@ class ByteLevelBPE:
 
         The files for GPT-2 come from ``minillm.data.gpt2_vocab_files()``.
         """
-        vocab = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
-        lines = Path(vocab_bpe).read_text(encoding="utf-8").split("\n")
+        swapped = " (were encoder.json and vocab.bpe given in the wrong order?)"
+        encoder_text, merges_text = _read_text("encoder_json", encoder_json), _read_text("vocab_bpe", vocab_bpe)
+        try:
+            vocab = json.loads(encoder_text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"encoder_json {str(encoder_json)!r} is not JSON ({err.msg} at line "
+                             f"{err.lineno}){swapped if merges_text.lstrip().startswith('{') else ''}"
+                             ) from None
+        if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
+            raise ValueError(f"encoder_json {str(encoder_json)!r} must hold a JSON object token -> "
+                             f"integer id, got a {type(vocab).__name__}")
+        lines = merges_text.split("\n")
         merges = []
         for n, line in enumerate(lines):
             if not line or (n == 0 and line.startswith("#version")):
                 continue
             parts = line.split(" ")
             if len(parts) != 2:
-                raise ValueError(f"{vocab_bpe}: line {n + 1} should be two tokens separated by one "
-                                 f"space, got {line!r}")
+                hint = swapped if line.lstrip().startswith("{") else ""
+                raise ValueError(f"vocab_bpe {str(vocab_bpe)!r}: line {n + 1} should be two tokens "
+                                 f"separated by one space, got {line[:60]!r}{hint}")
             merges.append((parts[0], parts[1]))
         return cls(vocab, merges, special_tokens=special_tokens)
 
@@ -192,6 +216,8 @@ class ByteLevelBPE:
         if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
             raise ValueError(f"vocab_size must be an int >= 256 + {len(specials)} special tokens, "
                              f"got {vocab_size!r}")
+        if not isinstance(text, (str, Iterable)) or isinstance(text, (bytes, dict)):
+            raise TypeError(f"text must be a str or an iterable of str, got {type(text).__name__}")
         texts = [text] if isinstance(text, str) else list(text)
         for t in texts:
             _utf8(t)
@@ -262,18 +288,61 @@ class ByteLevelBPE:
         if cached is not None:
             return cached
         ids = [self._byte_ids[b] for b in piece.encode("utf-8")]
+        out = tuple(self._merge_short(ids) if len(ids) <= _SHORT_PIECE else self._merge_long(ids))
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[piece] = out
+        return out
+
+    # Both merge loops apply, one at a time, the lowest-ranked merge present, the leftmost one on a
+    # tie — tiktoken's rule — so they give identical ids; the second is O(n log n) for long pieces.
+    def _merge_short(self, ids: list[int]) -> list[int]:
+        """Rescan all pairs after each merge: O(n²), fastest for the usual few-byte pre-tokens."""
         ranks, none = self._ranks, len(self._merged)
-        while len(ids) > 1:  # apply the earliest-learned merge present, until none is
+        while len(ids) > 1:
             pair_ranks = [ranks.get(p, none) for p in zip(ids, ids[1:])]
             rank = min(pair_ranks)
             if rank == none:
                 break
             i = pair_ranks.index(rank)
-            ids = merge_pair(ids, (ids[i], ids[i + 1]), self._merged[rank])
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        out = tuple(ids)
-        self._cache[piece] = out
+            ids[i:i + 2] = [self._merged[rank]]
+        return ids
+
+    def _merge_long(self, ids: list[int]) -> list[int]:
+        """A min-heap of (rank, position) over a linked list of symbols: O(n log n).
+
+        Entries go stale when a neighbour merges; a popped entry is used only if the pair at its
+        position still has its rank (ranks are unique per pair, so that pair is current).
+        """
+        ranks, merged = self._ranks, self._merged
+        n = len(ids)
+        nxt = list(range(1, n + 1))
+        nxt[-1] = -1
+        prv = list(range(-1, n - 1))
+        heap = [(r, i) for i in range(n - 1) if (r := ranks.get((ids[i], ids[i + 1]))) is not None]
+        heapq.heapify(heap)
+        while heap:
+            rank, i = heapq.heappop(heap)
+            j = nxt[i]
+            if ids[i] < 0 or j < 0 or ranks.get((ids[i], ids[j])) != rank:
+                continue  # stale
+            ids[i], ids[j] = merged[rank], -1  # i now holds the merged symbol; j is gone
+            k = nxt[j]
+            nxt[i] = k
+            if k >= 0:
+                prv[k] = i
+                r = ranks.get((ids[i], ids[k]))
+                if r is not None:
+                    heapq.heappush(heap, (r, i))
+            h = prv[i]
+            if h >= 0:
+                r = ranks.get((ids[h], ids[i]))
+                if r is not None:
+                    heapq.heappush(heap, (r, h))
+        out, i = [], 0
+        while i >= 0:
+            out.append(ids[i])
+            i = nxt[i]
         return out
 
     def pretokenize(self, text: str) -> list[str]:
@@ -304,6 +373,9 @@ class ByteLevelBPE:
         elif isinstance(allowed_special, str):
             raise ValueError(f"allowed_special must be 'all', 'none' or a collection of special "
                              f"tokens, got {allowed_special!r}")
+        elif not isinstance(allowed_special, Collection):
+            raise TypeError(f"allowed_special must be 'all', 'none' or a collection of special "
+                            f"tokens, got {allowed_special!r}")
         else:
             allowed = set(allowed_special)
             unknown = allowed - set(self.special_tokens)

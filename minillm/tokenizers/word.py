@@ -45,6 +45,8 @@ class WordTokenizer:
             raise ValueError("special_tokens must include the unknown token (e.g. '<unk>')")
         if max_vocab is not None and (not isinstance(max_vocab, int) or max_vocab <= len(specials)):
             raise ValueError(f"max_vocab must be an int > {len(specials)} special tokens, got {max_vocab!r}")
+        if isinstance(text, (bytes, dict)) or not isinstance(text, (str, Iterable)):
+            raise TypeError(f"text must be a str or an iterable of str, got {type(text).__name__}")
         texts = [text] if isinstance(text, str) else list(text)
         pat = re.compile(WORD_PATTERN)
         counts: Counter = Counter()

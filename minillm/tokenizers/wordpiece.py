@@ -106,6 +106,8 @@ class WordPiece:
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
             raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
         specials = list(special_tokens)
+        if isinstance(texts, (bytes, dict)) or not isinstance(texts, (str, Iterable)):
+            raise TypeError(f"texts must be a str or an iterable of str, got {type(texts).__name__}")
         texts = [texts] if isinstance(texts, str) else list(texts)
         words: Counter = Counter()
         for t in texts:
