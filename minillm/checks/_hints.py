@@ -106,6 +106,10 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                     'hints': ['shifted = logits - logits.max(-1, keepdim=True).values; log_probs = '
                               'shifted - log(sum(exp(shifted)))'],
                     'notebook': '04_neural_lm.ipynb'}],
+ 'dropout': [{'function': 'dropout',
+              'hints': ['keep = torch.rand(h.shape, generator=generator) >= p is True with '
+                        'probability 1 - p; return h * keep / (1 - p)'],
+              'notebook': '04_neural_lm.ipynb'}],
  'embedding_as_matmul': [{'function': 'embedding_as_matmul',
                           'hints': ['F.one_hot(ids, num_classes=weight.size(0)) gives integers: '
                                     'convert them with .to(weight.dtype)'],
@@ -122,6 +126,12 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                'hints': ['keep the two products separate: the reset gate multiplies only the '
                          'hidden part u_n'],
                'notebook': '05_rnn.ipynb'}],
+ 'gru_forward': [{'function': 'gru_forward',
+                  'hints': ['for each layer: h = h0[layer]; for t in range(T): the GRU step of '
+                            'exercise 3 on layer_input[:, t]; torch.stack the states along dim=1 '
+                            "to get the next layer's input; h_n = torch.stack of each layer's last "
+                            'h'],
+                  'notebook': '05_rnn.ipynb'}],
  'gru_step': [{'function': 'gru_step',
                'hints': ['keep the two products separate: the reset gate multiplies only the '
                          'hidden part u_n'],

@@ -86,3 +86,75 @@ def check_cross_entropy(fn) -> CheckResult:
     return run_check("cross_entropy", fn, _ref_cross_entropy, cases, atol=1e-5,
                      hint="log_softmax = logits - max - log(sum(exp(logits - max))); pick the "
                           "target column of every row, negate and average")
+
+
+# ---------------------------------------------------------------------------------------------
+# Larger exercise: dropout for the MLP LM (then a sweep for the best rate, in the notebook)
+# ---------------------------------------------------------------------------------------------
+
+def _ref_dropout(h: torch.Tensor, p: float, training: bool = True,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"p must be in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return h
+    keep = torch.rand(h.shape, generator=generator) >= p  # True with probability 1 - p
+    return h * keep / (1 - p)
+
+
+_DROPOUT_PROPERTIES = ("output", "unchanged (returns h itself)", "every entry is 0 or h / (1 - p)",
+                       "fraction set to 0", "same generator seed gives the same output",
+                       "raises ValueError for p = 1.5")
+
+
+def _dropout_probe(fn, h: torch.Tensor, p: float, training: bool, seed: int) -> dict:
+    """The properties every correct (inverted) dropout shares; the mask itself may differ."""
+    original = h.clone()
+    out = fn(h, p, training, torch.Generator().manual_seed(seed))  # ``h`` is watched for in-place writes
+    props = dict.fromkeys(_DROPOUT_PROPERTIES)  # every key always present: the first difference is reported
+    props["output"] = f"tensor of shape {tuple(original.shape)}"
+    if not isinstance(out, torch.Tensor) or out.shape != original.shape:
+        props["output"] = (f"tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor)
+                           else f"{type(out).__name__} {out!r:.60}")
+        return props
+    n_nan = int(torch.isnan(out.float()).sum())
+    if n_nan:
+        props["output"] += f" with NaN at {n_nan:,} positions"
+        return props
+    again = fn(original.clone(), p, training, torch.Generator().manual_seed(seed))
+    dropped = out == 0
+    scaled = torch.isclose(out, original / (1 - p), rtol=1e-5, atol=1e-7)
+    try:
+        fn(original.clone(), 1.5, training, torch.Generator().manual_seed(seed))
+        rejects = False
+    except ValueError:
+        rejects = True
+    props.update({"unchanged (returns h itself)": bool(torch.equal(out, original)),
+                  "every entry is 0 or h / (1 - p)": bool((dropped | scaled).all()),
+                  "fraction set to 0": round(float(dropped.float().mean()), 3),
+                  "same generator seed gives the same output": bool(isinstance(again, torch.Tensor)
+                                                                    and torch.equal(out, again)),
+                  "raises ValueError for p = 1.5": rejects})
+    return props
+
+
+def check_dropout(fn) -> CheckResult:
+    """``fn(h, p, training=True, generator=None)`` → inverted dropout of ``h``, checked by its properties."""
+    g = _gen(3)
+    big = torch.rand(200, 500, generator=g) + 0.5  # no zeros, so a zero in the output means "dropped"
+    cases = [
+        Case((big, 0.5, False, 0), description="training=False: dropout is off"),
+        Case((big, 0.0, True, 1), description="p = 0: nothing is dropped"),
+        Case((big, 0.25, True, 2), description="p = 0.25 on 100,000 activations"),
+        Case((torch.rand(50, 40, 30, generator=g) + 0.5, 0.6, True, 3), description="p = 0.6, a 3-D input"),
+    ]
+    def learner(h, p, training, seed):
+        return _dropout_probe(fn, h, p, training, seed)
+
+    def reference(h, p, training, seed):
+        return _dropout_probe(_ref_dropout, h, p, training, seed)
+
+    return run_check("dropout", learner, reference, cases, atol=0.01,
+                     hint="when training and p > 0: keep = torch.rand(h.shape, generator=generator) >= p, "
+                          "return h * keep / (1 - p) (the survivors are scaled up so the expected value "
+                          "is unchanged); otherwise return h; raise ValueError unless 0 <= p < 1")

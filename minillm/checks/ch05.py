@@ -93,3 +93,70 @@ def check_clip_grad_norm(fn) -> CheckResult:
     return run_check("clip_grad_norm", fn, _ref_clip, cases, atol=1e-5,
                      hint="total = sqrt(sum over tensors of (g**2).sum()); multiply every tensor by "
                           "min(1, max_norm / (total + 1e-6)); return (new list, float(total))")
+
+
+# ---------------------------------------------------------------------------------------------
+# Larger exercise: a complete multi-layer GRU, checked against torch.nn.GRU (gradients included)
+# ---------------------------------------------------------------------------------------------
+
+_GRU_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _torch_gru(x, weights, h0=None):
+    layers, hidden = len(weights), weights[0][1].size(1)
+    gru = torch.nn.GRU(x.size(-1), hidden, layers, batch_first=True).to(x.dtype)
+    # run on the given tensors themselves (not copies), so gradients flow back to them
+    params = {f"{n}_l{k}": t for k, layer in enumerate(weights) for n, t in zip(_GRU_NAMES, layer)}
+    return torch.func.functional_call(gru, params, (x, h0))
+
+
+def _gru_probe(fn, x, weights, h0):
+    """Outputs, final state and the gradients of a fixed loss w.r.t. the input, h0 and every weight."""
+    copies = (x.clone(), [tuple(t.clone() for t in layer) for layer in weights],
+              None if h0 is None else h0.clone())
+    res = fn(x, weights, h0)  # the arguments run_check watches for in-place writes
+    if not (isinstance(res, (tuple, list)) and len(res) == 2
+            and all(isinstance(r, torch.Tensor) for r in res)):
+        return res
+    out, h_n = (r.detach() for r in res)
+    # the gradients, from a second call on fresh copies that require grad
+    x, weights, h0 = copies
+    x = x.requires_grad_()
+    weights = [tuple(t.requires_grad_() for t in layer) for layer in weights]
+    h0 = None if h0 is None else h0.requires_grad_()
+    leaves = [x] + ([h0] if h0 is not None else []) + [t for layer in weights for t in layer]
+    try:
+        out2, h_n2 = fn(x, weights, h0)
+        loss = out2.pow(2).sum() + h_n2.sum()
+        grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    except Exception as exc:  # noqa: BLE001 — reported as a wrong answer, with the reason
+        return out, h_n, f"no gradients: backpropagating through your function failed ({type(exc).__name__}: {exc})"
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, leaves)]
+    return out, h_n, grads
+
+
+def check_gru_forward(fn) -> CheckResult:
+    """``fn(x, weights, h0)`` → (outputs (B, T, H), h_n (L, B, H)) of a multi-layer batch-first GRU.
+
+    Compared with ``torch.nn.GRU`` on the same weights: outputs, final states and the gradients of a
+    loss with respect to the input, the initial state and every weight.
+    """
+    cases = []
+    for seed, (b, t, i, h, layers, with_h0) in enumerate(
+            [(2, 5, 3, 4, 1, True), (3, 7, 4, 6, 2, True), (1, 4, 2, 3, 3, False)]):
+        g = _gen(50 + seed)
+        weights = [tuple(w.double() for w in _weights(g, 3, i if k == 0 else h, h)) for k in range(layers)]
+        x = torch.randn(b, t, i, generator=g, dtype=torch.double)
+        h0 = torch.randn(layers, b, h, generator=g, dtype=torch.double) if with_h0 else None
+        cases.append(Case((x, weights, h0), description=f"B={b}, T={t}, I={i}, H={h}, {layers} layer(s)"
+                          + ("" if with_h0 else ", h0=None (start from zeros)")))
+    def learner(x, weights, h0):
+        return _gru_probe(fn, x, weights, h0)
+
+    def reference(x, weights, h0):
+        return _gru_probe(_torch_gru, x, weights, h0)
+
+    return run_check("gru_forward", learner, reference, cases, atol=1e-8,
+                     hint="for each layer: h = h0[layer] (zeros if h0 is None); for t in range(T): the GRU "
+                          "step of exercise 3 on layer_input[:, t]; stack the T states into (B, T, H) — "
+                          "they are the next layer's input; h_n stacks every layer's last h into (L, B, H)")
