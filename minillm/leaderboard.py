@@ -37,6 +37,7 @@ class Score:
     n_chars: int  # characters scored
     params: int | None = None  # trainable parameters (None for count-based models)
     notes: str = ""
+    recipe: str | None = None  # the hub checkpoint scored (None for count-based models)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def score_shipped_char_model(name: str, *, block_size: int | None = None, notes:
     vocab = CharVocab(model.checkpoint_metadata["vocab"])
     block_size = block_size or model.config.block_size
     score = score_char_model(model, vocab.encode, block_size=block_size)
-    return Score(score.bpc, score.n_chars, score.params, notes)
+    return Score(score.bpc, score.n_chars, score.params, notes, recipe=name)
 
 
 def score_mlp_shakespeare() -> Score:
@@ -171,7 +172,7 @@ def score_gpt_bpe_shakespeare() -> Score:
     c = model.config
     return Score(bpc, n_chars, model.num_params(),
                  f"{c.n_layer} layers, width {c.n_embd}, context {c.block_size} BPE tokens "
-                 f"(~{n_chars / n_tokens:.1f} chars each)")
+                 f"(~{n_chars / n_tokens:.1f} chars each)", recipe="ch08-gpt-bpe-shakespeare")
 
 
 ROWS: list[Row] = [
@@ -202,7 +203,8 @@ def leaderboard(upto_chapter: int | None = None) -> list[dict]:
             continue
         s = score_row(row)
         results.append({"model": row.name, "chapter": row.chapter, "bpc": s.bpc,
-                        "params": s.params, "chars": s.n_chars, "notes": s.notes})
+                        "params": s.params, "chars": s.n_chars, "notes": s.notes,
+                        "recipe": s.recipe})
     return sorted(results, key=lambda r: r["bpc"])
 
 

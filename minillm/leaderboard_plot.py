@@ -20,12 +20,6 @@ from typing import Any
 
 from .validation import check_nonempty, describe
 
-# Training window (tokens per training sequence) of recipes whose shipped metadata predates the
-# "tokens_seen" field; each value is the block_size argument of that recipe's trainer
-# (minillm/models/mlp_lm.py: train_mlp_shakespeare, minillm/models/char_rnn.py:
-# train_lstm_shakespeare). Newer checkpoints record tokens_seen (or block_size) themselves.
-LEGACY_TRAINING_WINDOW = {"ch04-mlp-shakespeare": 64, "ch05-lstm-shakespeare": 128}
-
 
 @dataclass(frozen=True)
 class TrainingCost:
@@ -76,28 +70,24 @@ def available_models() -> dict[str, Any]:
 
 
 def find_checkpoint(result: dict[str, Any], models: dict[str, Any] | None = None):
-    """The trained model behind a neural leaderboard row: its ``"recipe"`` if the row names one,
-    else the one available model with the row's parameter count. Returns (recipe, model)."""
+    """The trained model behind a neural leaderboard row (its ``"recipe"``). Returns (recipe, model)."""
     models = available_models() if models is None else models
-    named = result.get("recipe")
-    matches = [(name, m) for name, m in models.items()
-               if (name == named if named is not None
-                   else sum(p.numel() for p in m.parameters()) == result["params"])]
-    if len(matches) != 1:
-        raise ValueError(f"cannot tell which checkpoint row {result['model']!r} scores (params "
-                         f"{result['params']}): candidates {[name for name, _ in matches]}; "
-                         "add 'recipe' to its Score/row")
-    return matches[0]
+    recipe = result.get("recipe")
+    if recipe is None:
+        raise ValueError(f"leaderboard row {result['model']!r} names no checkpoint: its scorer must "
+                         "return a Score with recipe=<hub name>")
+    if recipe not in models:
+        raise ValueError(f"row {result['model']!r} scores {recipe!r}, which is neither shipped nor "
+                         f"cached here (available: {sorted(models)})")
+    return recipe, models[recipe]
 
 
 def _tokens_seen(recipe: str, model, metadata: dict[str, Any]) -> int:
     if "tokens_seen" in metadata:
         return int(metadata["tokens_seen"])
-    window = (metadata.get("block_size") or LEGACY_TRAINING_WINDOW.get(recipe)
-              or getattr(model.config, "block_size", None))
-    if window is None:
+    if "block_size" not in metadata:
         raise ValueError(f"checkpoint {recipe!r} records neither tokens_seen nor block_size")
-    return int(metadata["history"]["items_seen"]) * int(window)
+    return int(metadata["history"]["items_seen"]) * int(metadata["block_size"])
 
 
 def _neural_cost(result: dict[str, Any], models: dict[str, Any]) -> TrainingCost:

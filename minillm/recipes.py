@@ -78,8 +78,9 @@ def train_shakespeare_char_recipe(build_model: Callable[[Any], Any], *, block_si
                     val_data=sequential_lm_batches(vocab.encode_tensor(text.validation), block_size,
                                                    batch_size, max_batches=val_batches),
                     progress=progress, device=torch.device("cpu"), **train_overrides)
-    metadata = {"vocab": vocab.itos, "history": history.to_dict(),
-                "metrics": {"val_loss": history.final_val_loss}}
+    metadata = {"vocab": vocab.itos, "history": history.to_dict(), "block_size": block_size,
+                "batch_size": batch_size, "tokens_seen": history.items_seen * block_size,
+                "chars_per_token": 1.0, "metrics": {"val_loss": history.final_val_loss}}
     return model, metadata
 
 
@@ -248,7 +249,7 @@ def train_gpt_bpe_shakespeare(progress: bool = True) -> tuple[GPT, dict]:
                          for k, v in vars(train_config).items()},
         "batch_size": RECIPE_BATCH, "params": model.num_params(),
         "tokens_seen": train_config.steps * RECIPE_BATCH * RECIPE_CONFIG["block_size"],
-        "chars_per_token_train": round(chars_per_token, 4),
+        "chars_per_token": round(chars_per_token, 4),  # on the training split
         "metrics": {"val_loss_nats_per_token": history.final_val_loss,
                     "train_seconds": round(wall1 - wall0, 1),
                     "train_cpu_seconds": round((cpu1.ru_utime + cpu1.ru_stime)
