@@ -21,7 +21,7 @@ from .gpt import GPT
 RECIPE_NAME = "ch08-gpt-bpe-shakespeare"
 BPE_VOCAB_SIZE = 2048
 RECIPE_CONFIG = dict(vocab_size=BPE_VOCAB_SIZE, block_size=128, n_layer=6, n_head=8, n_embd=256)
-RECIPE_TRAIN = dict(steps=2500, lr=1.5e-3, min_lr=1.5e-4, warmup_steps=100, weight_decay=0.1,
+RECIPE_TRAIN = dict(steps=2000, lr=1.5e-3, min_lr=1.5e-4, warmup_steps=100, weight_decay=0.1,
                    eval_every=250, eval_batches=20)
 RECIPE_BATCH = 32
 
