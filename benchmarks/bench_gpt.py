@@ -11,7 +11,12 @@ Rows (each timed in alternating pairs, the ratio is the median of paired ratios,
 - MFU of each side against the fp32 and bf16 matmul peaks measured in this run;
 - batch-1 greedy generation of 256 tokens with a KV cache (fp32), tokens asserted identical first;
 - peak bytes of tensors created by one training step / one generation (the model's work, not
-  imports or weights).
+  imports or weights);
+- opt-in (``MINILLM_BENCH_COMPILE=1``): ``torch.compile`` of our model against our eager model, bf16,
+  with the first (compiling) step's seconds reported separately.
+
+Both sides use the same optimizer, ``torch.optim.AdamW(fused=True)`` (one fused CPU kernel; the
+default per-parameter loop would add the same ~20% to both sides and hide the model's own cost).
 
     python benchmarks/run.py gpt          # or: python benchmarks/bench_gpt.py
 """
@@ -20,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import time
 from typing import Callable
 
 import torch
@@ -96,8 +103,8 @@ def _train_rows(hf_activation: str, peaks: dict, label: str) -> list[Row]:
     rows = []
     fpt = flops_per_token(ours)
     for bf16 in (False, True):
-        opt_o = torch.optim.AdamW(ours.parameters(), lr=1e-4)
-        opt_h = torch.optim.AdamW(hf.parameters(), lr=1e-4)
+        opt_o = torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True)
+        opt_h = torch.optim.AdamW(hf.parameters(), lr=1e-4, fused=True)
         step_o, step_h = train_step(ours, opt_o, x, y, bf16), train_step(hf, opt_h, x, y, bf16)
         if not bf16:  # same weights, same batch: the first step's losses agree
             assert_same_output(torch.tensor(step_o()), torch.tensor(step_h()),
@@ -149,12 +156,36 @@ def _generation_rows() -> list[Row]:
                 higher_is_better=False, reference_name="HF generate; bytes created by the call")]
 
 
+def _compile_rows() -> list[Row]:
+    ours, _ = models("gelu_pytorch_tanh")
+    eager = ours.train()
+    compiled_model, _ = models("gelu_pytorch_tanh")
+    compiled = torch.compile(compiled_model.train())
+    x, y = _batch()
+    with torch.no_grad():
+        assert_same_output(compiled(x[:2]), eager(x[:2]), "compiled vs eager logits", atol=1e-4)
+    step_c = train_step(compiled, torch.optim.AdamW(compiled_model.parameters(), lr=1e-4, fused=True),
+                        x, y, bf16=True)
+    step_e = train_step(eager, torch.optim.AdamW(eager.parameters(), lr=1e-4, fused=True), x, y,
+                        bf16=True)
+    t = time.perf_counter()
+    step_c()  # compiles forward and backward
+    first = time.perf_counter() - t
+    p = paired_timing(step_c, step_e, repeats=TRAIN_PAIRS, warmup=1)
+    return [Row.timed("GPT training tokens/s, bf16, torch.compile (opt-in)", p, work=BATCH * BLOCK,
+                      unit="tokens/s", reference_name="our eager model, same weights"),
+            Row("GPT torch.compile: first step (compilation included)", first, None, "s",
+                higher_is_better=False, reference_name="one-off cost per process")]
+
+
 def run() -> list[Row]:
     with threads(THREADS):
         peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
         rows = _train_rows("gelu_pytorch_tanh", peaks, "HF fused GELU")
         rows += _train_rows("gelu_new", peaks, "HF default gelu_new")
         rows += _generation_rows()
+        if os.environ.get("MINILLM_BENCH_COMPILE") == "1":
+            rows += _compile_rows()
         peaks_after = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     for name in ("fp32", "bf16"):
         rows.append(Row(f"matmul peak {name}, 2048² (start of run)", peaks[name] / 1e9, None,
