@@ -336,6 +336,31 @@ def test_bad_input_errors():
         GPTConfig(activation="relu")
 
 
+def test_generate_and_cache_reject_bad_input():
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig.tiny(block_size=16)).eval()
+    ok = tokens((1, 4))
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="num_beams"):
+            gpt.generate(ok, 3, num_beams=bad)
+    with pytest.raises((TypeError, ValueError), match="num_beams"):
+        gpt.generate(ok, 3, num_beams=2.0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        gpt.generate(ok, -1)
+    with pytest.raises((TypeError, ValueError), match="max_new_tokens"):
+        gpt.generate(ok, 2.5)
+    with pytest.raises(ValueError, match="token"):
+        gpt.generate(torch.zeros(1, 0, dtype=torch.long), 3)  # an empty prompt
+    with pytest.raises(ValueError, match="block_size"):  # beams cannot slide the window
+        gpt.generate(ok, 14, num_beams=2)
+    assert gpt.generate(ok, 13, num_beams=2).shape == (1, 17)  # the longest that fits
+    cache = KVCache(gpt.config, batch_size=1, max_len=6)
+    with torch.no_grad():
+        gpt(ok, cache)
+        with pytest.raises(ValueError, match="cache holds 6"):
+            gpt(ok, cache)
+
+
 def test_shipped_checkpoint_reproduces_its_recorded_validation_loss():
     from minillm.hub import load_pretrained, shipped_path
     from minillm.data import load_shakespeare
