@@ -1,5 +1,7 @@
-"""GPT (chapter 8): parity with Hugging Face GPT-2, KV cache vs full recompute, decoding filters,
-loading/saving GPT-2 directories, bad input, and the shipped checkpoint."""
+"""GPT (chapter 8): parity with Hugging Face GPT-2 (tied/untied, bias-free via zero biases), GPT-1
+post-LN (OpenAIGPT), SDPA vs the explicit path in train mode with gradients, KV cache vs full
+recompute, beam search properties, decoding filters, loading/saving GPT-2 directories, bad input,
+and the shipped checkpoint's recorded loss."""
 
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ def test_bias_free_model_matches_hf_with_zero_biases():
     gpt = GPT(GPTConfig.tiny(vocab_size=65, bias=False, activation="gelu_new")).eval()
     assert not any(name.endswith(".bias") for name, _ in gpt.named_parameters())
     hf = hf_gpt2(seed=6)
-    state = {k: v for k, v in gpt.state_dict().items()}
+    state = gpt.state_dict()
     with torch.no_grad():
         for name, p in hf.named_parameters():
             if name.endswith(".bias"):
