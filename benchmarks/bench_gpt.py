@@ -12,6 +12,7 @@ Rows (each timed in alternating pairs, the ratio is the median of paired ratios,
 - batch-1 greedy generation of 256 tokens with a KV cache (fp32), tokens asserted identical first;
 - peak bytes of tensors created by one training step / one generation (the model's work, not
   imports or weights);
+- ``MINILLM_BENCH_QUICK=1``: 4 layers, width 256, context 128, batch 8, 128 new tokens, 3 pairs;
 - opt-in (``MINILLM_BENCH_COMPILE=1``): ``torch.compile`` of our model against our eager model, bf16,
   with the first (compiling) step's seconds reported separately.
 
@@ -36,6 +37,9 @@ from common import Row, assert_same_output, matmul_peak, paired_timing, peak_ten
 
 VOCAB, BLOCK, LAYERS, HEADS, WIDTH, BATCH, THREADS = 65, 256, 6, 6, 384, 16, 2
 TRAIN_PAIRS, GEN_PAIRS, NEW_TOKENS = 5, 3, 256
+if os.environ.get("MINILLM_BENCH_QUICK") == "1":  # ~1/10 of the work, for a busy machine
+    BLOCK, LAYERS, HEADS, WIDTH, BATCH = 128, 4, 4, 256, 8
+    TRAIN_PAIRS, GEN_PAIRS, NEW_TOKENS = 3, 3, 128
 
 
 def models(hf_activation: str = "gelu_pytorch_tanh"):
@@ -111,7 +115,7 @@ def _train_rows(hf_activation: str, peaks: dict, label: str) -> list[Row]:
                                f"first training-step loss vs HF ({label})", atol=1e-4)
         p = paired_timing(step_o, step_h, repeats=TRAIN_PAIRS, warmup=1)
         kind = "bf16 autocast" if bf16 else "fp32"
-        rows.append(Row.timed(f"GPT training tokens/s, {kind} [{label}]", p, work=BATCH * BLOCK,
+        rows.append(Row.timed(f"GPT training tokens/s, {kind} [{label}] B{BATCH} T{BLOCK} {LAYERS}L {WIDTH}", p, work=BATCH * BLOCK,
                               unit="tokens/s", reference_name=f"HF GPT2LMHeadModel {hf_activation}, "
                                                               "same weights"))
         if hf_activation == "gelu_pytorch_tanh":
@@ -179,11 +183,16 @@ def _compile_rows() -> list[Row]:
 
 
 def run() -> list[Row]:
+    print(f"  GPT {LAYERS} layers, width {WIDTH}, context {BLOCK}, batch {BATCH}, {THREADS} threads",
+          flush=True)
     with threads(THREADS):
         peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
         rows = _train_rows("gelu_pytorch_tanh", peaks, "HF fused GELU")
+        print("  training vs HF fused GELU done", flush=True)
         rows += _train_rows("gelu_new", peaks, "HF default gelu_new")
+        print("  training vs HF gelu_new done", flush=True)
         rows += _generation_rows()
+        print("  generation done", flush=True)
         if os.environ.get("MINILLM_BENCH_COMPILE") == "1":
             rows += _compile_rows()
         peaks_after = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
