@@ -1,8 +1,8 @@
 """Where the time goes in our GPT: torch.profiler tables of the top operators.
 
 Two profiles of the bench_gpt.py model (6 layers, width 384, context 256, vocab 65, 2 threads):
-one AdamW training step (batch 16) under bf16 autocast (fp32 with ``--fp32``) and batch-1 greedy
-generation with the KV cache. The tables sort operators by self CPU time; shares are of the
+one fused-AdamW training step (batch 16) under bf16 autocast (fp32 with ``--fp32``) and batch-1 greedy
+generation with the KV cache (``MINILLM_BENCH_QUICK=1`` uses bench_gpt.py's smaller size). The tables sort operators by self CPU time; shares are of the
 profiled total. Relative shares are meaningful on a busy machine; absolute times are not.
 
     python benchmarks/profile_gpt.py [--fp32] [--rows 20] [--hf]
@@ -47,7 +47,7 @@ def main() -> None:
         ours, hf = bench_gpt.models("gelu_pytorch_tanh")
         model = hf if args.hf else ours
         x, y = bench_gpt._batch()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as bench_gpt.py
         step = bench_gpt.train_step(model.train(), opt, x, y, bf16=not args.fp32)
         step()  # warm-up
         with profile(activities=[ProfilerActivity.CPU]) as prof:
