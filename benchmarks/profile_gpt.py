@@ -1,9 +1,10 @@
 """Where the time goes in our GPT: torch.profiler tables of the top operators.
 
-Two profiles of the bench_gpt.py model (6 layers, width 384, context 256, vocab 65, 2 threads):
-one fused-AdamW training step (batch 16) under bf16 autocast (fp32 with ``--fp32``) and batch-1 greedy
-generation with the KV cache (``MINILLM_BENCH_QUICK=1`` uses bench_gpt.py's smaller size). The tables sort operators by self CPU time; shares are of the
-profiled total. Relative shares are meaningful on a busy machine; absolute times are not.
+Two profiles of the bench_gpt.py model (6 layers, width 384, context 256, vocab 65, 2 threads;
+``MINILLM_BENCH_QUICK=1`` uses its smaller size): one fused-AdamW training step (batch 16) under
+bf16 autocast (fp32 with ``--fp32``) and batch-1 greedy generation with the KV cache. The tables
+sort operators by self CPU time; shares are of the profiled total. Relative shares are meaningful
+on a busy machine; absolute times are not.
 
     python benchmarks/profile_gpt.py [--fp32] [--rows 20] [--hf]
 """
