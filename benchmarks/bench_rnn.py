@@ -2,7 +2,9 @@
 and bfloat16 autocast versus fp32 for a character-LSTM training step.
 
 All rows time one forward + backward pass at the same sizes: batch 32, 128 steps, input 64,
-hidden 256, 2 layers (the chapter-5 character model's shapes).
+hidden 256, 2 layers (the chapter-5 character model's shapes). The teaching layers get the torch
+modules' weights and their outputs are asserted allclose first; the bf16 row checks that its loss
+is within bf16 rounding of the fp32 loss. Timings are paired and alternating (common.py).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common import Row, best_of
+from common import Row, assert_same_output, paired_timing
 from minillm.models.char_rnn import CharRNN, CharRNNConfig
 from minillm.rnn import GRUTeaching, LSTMTeaching
 from minillm.train import lm_loss
@@ -32,10 +34,11 @@ def _teaching_vs_torch(ours_cls, ref_cls, name: str) -> Row:
     ours = ours_cls(I, H, num_layers=L, batch_first=True)
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(B, T, I)
-    t_ref = best_of(_fwd_bwd(ref, x), repeats=3)
-    t_ours = best_of(_fwd_bwd(ours, x), repeats=3)
-    return Row(f"{name} fwd+bwd, B{B} T{T} H{H} L{L}, fp32", t_ours * 1e3, t_ref * 1e3, "ms",
-               higher_is_better=False, reference_name=f"torch.nn.{ref_cls.__name__}")
+    with torch.no_grad():
+        assert_same_output(ours(x)[0], ref(x)[0], f"{name} outputs vs torch", atol=1e-5)
+    p = paired_timing(_fwd_bwd(ours, x), _fwd_bwd(ref, x), repeats=3)
+    return Row.timed(f"{name} fwd+bwd, B{B} T{T} H{H} L{L}, fp32", p, unit="ms", scale=1e3,
+                     reference_name=f"torch.nn.{ref_cls.__name__}, same weights")
 
 
 def _autocast_row() -> Row | None:
@@ -55,12 +58,13 @@ def _autocast_row() -> Row | None:
             with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
                 loss = lm_loss(model, (x, y))
             loss.backward()
+            return loss.detach()
         return run
 
-    t_fp32 = best_of(step(None), repeats=3)
-    t_amp = best_of(step(dtype), repeats=3)
-    return Row(f"CharRNN LSTM train step, {str(dtype).replace('torch.', '')} autocast", t_amp * 1e3,
-               t_fp32 * 1e3, "ms", higher_is_better=False, reference_name="same step in fp32")
+    assert_same_output(step(dtype)(), step(None)(), "LSTM loss, autocast vs fp32", atol=2e-2)
+    p = paired_timing(step(dtype), step(None), repeats=3)
+    return Row.timed(f"CharRNN LSTM train step, {str(dtype).replace('torch.', '')} autocast", p,
+                     unit="ms", scale=1e3, reference_name="same model and batch in fp32")
 
 
 def run() -> list[Row]:

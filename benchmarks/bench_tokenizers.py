@@ -1,9 +1,16 @@
 """Tokenizer speed: our pure-Python BPE trainer and GPT-2 encoder next to HF tokenizers and tiktoken.
 
 Ours is pure Python; the references are Rust. Everything runs in this process on the same text:
-BPE training to 1,000 merges on ~1 MB of Shakespeare (HF `BpeTrainer`, same merges), and encoding
-~1 MB with the GPT-2 vocabulary (tiktoken and HF `ByteLevelBPETokenizer`, same ids). Encoding is
-timed twice for ours: a fresh tokenizer (empty pre-token cache) and a second pass (warm cache).
+BPE training to 1,000 merges on ~1 MB of Shakespeare (HF `BpeTrainer`; the merges are asserted
+equal), and encoding ~1 MB with the GPT-2 vocabulary (tiktoken and HF `ByteLevelBPETokenizer`; the ids
+are asserted equal). Each pair of sides does the same work:
+
+- "cold": our word cache is cleared before every call; tiktoken keeps no cache between calls, so
+  both run the BPE merge loop on every pre-token that is not a whole vocabulary entry;
+- "warm": the same text encoded again, with both our cache and HF's BPE word cache filled by the
+  warm-up call, so both mostly look pre-tokens up.
+
+Timings are paired and alternating (see common.py); ratios are medians of paired ratios.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 
-from common import Row, best_of
+from common import Row, paired_timing
 from minillm.data import gpt2_vocab_files, load_shakespeare
 from minillm.tokenizers import ENDOFTEXT, GPT2_PATTERN, ByteLevelBPE, bytes_to_unicode, gpt2_tokenizer
 
@@ -48,26 +55,30 @@ def run() -> list[Row]:
     mb = len(text.encode("utf-8")) / 1e6
     rows = []
 
-    ours_train = best_of(lambda: ByteLevelBPE.train(text, 256 + MERGES, special_tokens=()), repeats=2)
-    hf_train = best_of(lambda: _hf_train(text), repeats=2)
-    rows.append(Row(f"BPE training, {MERGES} merges on {mb:.1f} MB", ours_train, hf_train, "s",
-                    higher_is_better=False, reference_name="HF tokenizers BpeTrainer (Rust)"))
+    ours_merges = ByteLevelBPE.train(text, 256 + MERGES, special_tokens=()).merges
+    hf_merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in _hf_train(text)]
+    assert ours_merges == hf_merges, "BPE trainers disagree: the timing would compare different work"
+    p = paired_timing(lambda: ByteLevelBPE.train(text, 256 + MERGES, special_tokens=()),
+                      lambda: _hf_train(text), repeats=2, warmup=0)
+    rows.append(Row.timed(f"BPE training, {MERGES} merges on {mb:.1f} MB (same merges)", p, unit="s",
+                          reference_name="HF tokenizers BpeTrainer (Rust)"))
 
     encoder_json, vocab_bpe = gpt2_vocab_files()
     tik = _tiktoken()
     hf = ByteLevelBPETokenizer(str(encoder_json), str(vocab_bpe))
     ours = gpt2_tokenizer()
-    start = time.perf_counter()
     ids = ours.encode(text)
-    cold = time.perf_counter() - start
     assert ids == tik.encode_ordinary(text) == hf.encode(text).ids  # same work, same answer
-    warm = best_of(lambda: ours.encode(text), repeats=3, warmup=0)
-    tik_s = best_of(lambda: tik.encode_ordinary(text), repeats=3)
-    hf_s = best_of(lambda: hf.encode(text), repeats=3)
-    rows.append(Row("GPT-2 encode, cold pre-token cache", mb / cold, mb / tik_s, "MB/s",
-                    reference_name="tiktoken (Rust)"))
-    rows.append(Row("GPT-2 encode, warm pre-token cache", mb / warm, mb / tik_s, "MB/s",
-                    reference_name="tiktoken (Rust)"))
-    rows.append(Row("GPT-2 encode, warm pre-token cache", mb / warm, mb / hf_s, "MB/s",
-                    reference_name="HF ByteLevelBPETokenizer (Rust)"))
+
+    def ours_cold():
+        ours._cache.clear()
+        return ours.encode(text)
+
+    p = paired_timing(ours_cold, lambda: tik.encode_ordinary(text), repeats=3)
+    rows.append(Row.timed(f"GPT-2 encode {mb:.1f} MB, no word cache on either side", p, work=mb,
+                          unit="MB/s", reference_name="tiktoken (Rust), keeps no cache"))
+    ours.encode(text)  # fill the cache again: the warm rows repeat the same text
+    p = paired_timing(lambda: ours.encode(text), lambda: hf.encode(text), repeats=3)
+    rows.append(Row.timed(f"GPT-2 encode {mb:.1f} MB again, both word caches warm", p, work=mb,
+                          unit="MB/s", reference_name="HF ByteLevelBPETokenizer (Rust), its BPE cache"))
     return rows

@@ -3,8 +3,11 @@
     python benchmarks/run.py            # every benchmarks/bench_*.py
     python benchmarks/run.py train gpt  # only bench_train.py and bench_gpt.py
 
-Ratios > 1 mean ours is better (faster, or smaller for memory). Everything in one table was measured
+Ratios > 1 mean ours is better (faster, or smaller for memory). Timed rows (a number in column n)
+show each side's median and the median of n paired ratios, both sides timed alternately on the same
+inputs after their outputs were asserted equal (see common.py). Everything in one table was measured
 in the same process on the same machine; numbers from different machines are not comparable.
+On a busy machine: ``MINILLM_BENCH_QUICK=1 python benchmarks/run.py gpt`` (a smaller GPT).
 """
 
 from __future__ import annotations

@@ -343,7 +343,10 @@ def test_tiny_lm_is_causal_and_returns_normalised_attention():
     torch.testing.assert_close(model(changed)[:, :10], logits[:, :10])
     sin = TinyTransformerLM(TinyLMConfig(vocab_size=20, max_len=16, positional="sinusoidal",
                                          block=BlockConfig(d_model=32, n_heads=4)))
-    assert sin(idx).shape == (2, 16, 20)
+    sin_logits = sin(idx)
+    assert sin_logits.shape == (2, 16, 20)
+    torch.testing.assert_close(sin(changed)[:, :10], sin_logits[:, :10])  # causal too
+    assert not torch.allclose(sin(changed)[:, 10:], sin_logits[:, 10:])
 
 
 def test_tiny_lm_checkpoint_round_trip_and_gelu_module_import(tmp_path):

@@ -16,7 +16,42 @@ def test_shipped_tour_model_loads_without_training(monkeypatch, tmp_path):
     assert model.checkpoint_source == str(hub.shipped_path("tour-bigram"))
     meta = model.checkpoint_metadata
     assert meta["recipe"] == "tour-bigram" and len(meta["vocab"]) == model.config.vocab_size
-    assert meta["metrics"]["val_loss"] < 2.6  # a trained bigram model (uniform would be ln 82 ≈ 4.4)
+    assert meta["metrics"]["val_loss"] == pytest.approx(_recomputed_tour_val_loss(model), abs=1e-5)
+
+
+def _tour_validation_batches():
+    from minillm.data import load_shakespeare
+    from minillm.train import sequential_lm_batches
+    from minillm.vocab import shakespeare_char_vocab
+
+    # the recipe's validation set: 20 batches of 64 sequential windows of 64 characters
+    ids = shakespeare_char_vocab().encode_tensor(load_shakespeare().validation)
+    return sequential_lm_batches(ids, 64, 64, max_batches=20)
+
+
+def _recomputed_tour_val_loss(model) -> float:
+    from minillm.train import evaluate
+
+    return evaluate(model, _tour_validation_batches(), autocast=None)
+
+
+def test_shipped_tour_bigram_is_as_good_as_a_counted_bigram():
+    from minillm.data import load_shakespeare
+    from minillm.vocab import shakespeare_char_vocab
+
+    model = hub.load_pretrained("tour-bigram", progress=False)
+    loss = _recomputed_tour_val_loss(model)
+    # reference: the count-based bigram of the training split (add-0.1 smoothing), same windows
+    vocab = shakespeare_char_vocab()
+    train = vocab.encode_tensor(load_shakespeare().train).long()
+    counts = torch.full((len(vocab), len(vocab)), 0.1)
+    counts.index_put_((train[:-1], train[1:]), torch.ones(len(train) - 1), accumulate=True)
+    logp = torch.log(counts / counts.sum(1, keepdim=True))  # (V, V) row: current char
+    batches = _tour_validation_batches()
+    x = torch.cat([b[0] for b in batches]).flatten()
+    y = torch.cat([b[1] for b in batches]).flatten()
+    counted = float(-logp[x, y].mean())
+    assert abs(loss - counted) < 0.05, (loss, counted)
 
 
 def _fake_recipe(monkeypatch, version=1):

@@ -253,7 +253,14 @@ def test_interpolation_weights_per_order(small, shakespeare):
     assert per_order.config.lambdas == (0.9, 0.9, 0.8, 0.7, 0.6)
     assert per_order.next_distribution("to b").sum() == pytest.approx(1.0)
     shared = small.replace(smoothing="interpolated", lambdas=0.7)
-    assert per_order.perplexity(held) != shared.perplexity(held)
+    same = small.replace(smoothing="interpolated", lambdas=[0.7] * 5)
+    assert same.perplexity(held) == pytest.approx(shared.perplexity(held), rel=1e-12)
+    assert abs(per_order.perplexity(held) / shared.perplexity(held) - 1) > 1e-3
+    # only the top order's weight differs: P = λ5·MLE5 + (1 − λ5)·P4, with the same lower mixture P4
+    top = small.replace(smoothing="interpolated", lambdas=[0.7, 0.7, 0.7, 0.7, 0.9])
+    mle = small.replace(smoothing="mle").next_distribution("to b")
+    lower = (shared.next_distribution("to b") - 0.7 * mle) / 0.3  # P4 recovered from the shared mix
+    np.testing.assert_allclose(top.next_distribution("to b"), 0.9 * mle + 0.1 * lower, atol=1e-12)
 
 
 def test_leaderboard_rows_name_existing_scorers():
