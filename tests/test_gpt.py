@@ -316,7 +316,7 @@ def test_bad_input_errors():
     torch.manual_seed(0)
     gpt = GPT(GPTConfig.tiny()).eval()
     ok = tokens((1, 4))
-    with pytest.raises(ValueError, match=r"token ids must be in \[0, 65\)"):
+    with pytest.raises(ValueError, match=r"token ids in \[0, 65\)"):
         gpt(torch.tensor([[1, 65]]))
     with pytest.raises(ValueError, match="longer than the context window"):
         gpt.generate(tokens((1, 33)), 5)
@@ -359,14 +359,14 @@ def test_generate_and_cache_reject_bad_input():
     cache = KVCache(gpt.config, batch_size=1, max_len=6)
     with torch.no_grad():
         gpt(ok, cache)
-        with pytest.raises(ValueError, match="cache holds 6"):
+        with pytest.raises(ValueError, match="cache holds max_len=6"):
             gpt(ok, cache)
 
 
 def test_shipped_checkpoint_reproduces_its_recorded_validation_loss():
     from minillm.hub import load_pretrained, shipped_path
     from minillm.data import load_shakespeare
-    from minillm.models.gpt_recipe import RECIPE_BATCH, RECIPE_TRAIN
+    from minillm.recipes import GPT_BATCH, GPT_TRAIN
     from minillm.train import evaluate, sequential_lm_batches
     from minillm.vocab import shakespeare_char_vocab
 
@@ -376,11 +376,11 @@ def test_shipped_checkpoint_reproduces_its_recorded_validation_loss():
     meta = model.checkpoint_metadata
     vocab = shakespeare_char_vocab()
     assert meta["vocab"] == vocab.itos
-    assert len(meta["history"]["train_loss"]) == RECIPE_TRAIN.steps
+    assert len(meta["history"]["train_loss"]) == GPT_TRAIN["steps"]
     # the recipe's final evaluation: the first eval_batches sequential validation windows
     val = sequential_lm_batches(vocab.encode_tensor(load_shakespeare().validation),
-                                model.config.block_size, RECIPE_BATCH,
-                                max_batches=RECIPE_TRAIN.eval_batches)
+                                model.config.block_size, GPT_BATCH,
+                                max_batches=GPT_TRAIN["eval_batches"])
     loss = evaluate(model, val, autocast=None)  # fp32 here; the recorded figure may be bf16
     assert loss == pytest.approx(meta["metrics"]["val_loss"], abs=1e-3)
     # and it is a real language model: far below the shipped bigram on the same windows

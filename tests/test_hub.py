@@ -64,8 +64,7 @@ def _fake_recipe(monkeypatch, version=1):
             m.table.weight.fill_(float(len(calls)))
         return m, {"history": {}, "metrics": {"val_loss": 1.0}}
 
-    monkeypatch.setitem(RECIPES, "fake", Recipe("fake", "unused:unused", "test recipe", version))
-    monkeypatch.setattr(hub, "_trainer", lambda recipe: trainer)
+    monkeypatch.setitem(RECIPES, "fake", Recipe("fake", trainer, "test recipe", version))
     return calls
 
 
@@ -85,7 +84,7 @@ def test_a_changed_recipe_version_retrains(monkeypatch, tmp_path):
     monkeypatch.setenv("MINILLM_CACHE", str(tmp_path))
     calls = _fake_recipe(monkeypatch, version=1)
     hub.load_pretrained("fake", progress=False)
-    monkeypatch.setitem(RECIPES, "fake", Recipe("fake", "unused:unused", "test recipe", 2))
+    monkeypatch.setitem(RECIPES, "fake", Recipe("fake", RECIPES["fake"].trainer, "test recipe", 2))
     model = hub.load_pretrained("fake", progress=False)
     assert len(calls) == 2 and model.checkpoint_metadata["recipe_version"] == 2
 

@@ -146,11 +146,11 @@ def test_mlp_learns_real_shakespeare():
 def test_leaderboard_rows_score_the_shipped_models():
     from minillm.checkpoint import read_checkpoint_config
     from minillm.hub import RECIPES, shipped_path
-    from minillm.leaderboard import ROWS, score_row
+    from minillm.leaderboard import ROWS, score_lstm_shakespeare, score_mlp_shakespeare, score_row
 
     rows = {r.scorer: r for r in ROWS}
-    mlp = rows["minillm.models.mlp_lm:score_mlp_shakespeare"]
-    lstm = rows["minillm.models.char_rnn:score_lstm_shakespeare"]
+    mlp = rows[score_mlp_shakespeare]
+    lstm = rows[score_lstm_shakespeare]
     assert (mlp.chapter, lstm.chapter) == (4, 5)
     for name in ("ch04-mlp-shakespeare", "ch05-lstm-shakespeare"):
         meta = read_checkpoint_config(shipped_path(name))["metadata"]  # shipped, never retrained
