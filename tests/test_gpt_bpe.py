@@ -39,3 +39,32 @@ def test_bpe_covers_several_characters_per_token():
     tok = train_bpe_tokenizer(text.train[:500_000], vocab_size=1024)
     sample = text.validation[:50_000]
     assert len(sample) / len(tok.encode_ordinary(sample)) > 2.0
+
+
+def test_shipped_bpe_gpt_reproduces_its_recorded_validation_loss():
+    from minillm.hub import load_pretrained, shipped_path
+    from minillm.models.gpt_bpe import RECIPE_BATCH, RECIPE_TRAIN
+    from minillm.train import evaluate, sequential_lm_batches
+
+    model = load_pretrained("ch08-gpt-bpe-shakespeare", progress=False)
+    assert model.checkpoint_source == str(shipped_path("ch08-gpt-bpe-shakespeare"))
+    meta = model.checkpoint_metadata
+    tok = tokenizer_from_merges(meta["bpe_merges"])
+    assert len(tok) == model.config.vocab_size == 2048
+    val = torch.tensor(tok.encode_ordinary(load_shakespeare().validation))
+    batches = sequential_lm_batches(val, model.config.block_size, RECIPE_BATCH,
+                                    max_batches=RECIPE_TRAIN["eval_batches"])
+    loss = evaluate(model, batches, autocast=None)  # fp32 here; recorded under bf16 autocast
+    assert abs(loss - meta["metrics"]["val_loss_nats_per_token"]) < 2e-3
+
+
+def test_shipped_bpe_gpt_beats_every_earlier_leaderboard_row():
+    # issue 10's story: the chapter-8 Transformer, given BPE tokens, beats the best counting model
+    from minillm.leaderboard import ROWS, score_gpt_bpe_shakespeare
+    from minillm.models.gpt_bpe import RECIPE_CONFIG
+
+    bpe = score_gpt_bpe_shakespeare()
+    best_ngram = min(row.scorer().bpc for row in ROWS if row.chapter == 1)
+    assert bpe.recipe == "ch08-gpt-bpe-shakespeare"
+    assert bpe.params == GPT(GPTConfig(**RECIPE_CONFIG)).num_params()
+    assert bpe.bpc < best_ngram, (bpe.bpc, best_ngram)
