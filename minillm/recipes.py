@@ -247,7 +247,8 @@ def train_gpt_bpe_shakespeare(progress: bool = True) -> tuple[GPT, dict]:
         "history": history.to_dict(),
         "train_config": {k: (str(v) if not isinstance(v, (int, float, bool, type(None))) else v)
                          for k, v in vars(train_config).items()},
-        "batch_size": RECIPE_BATCH, "params": model.num_params(),
+        "batch_size": RECIPE_BATCH, "block_size": RECIPE_CONFIG["block_size"],
+        "params": model.num_params(),
         "tokens_seen": train_config.steps * RECIPE_BATCH * RECIPE_CONFIG["block_size"],
         "chars_per_token": round(chars_per_token, 4),  # on the training split
         "metrics": {"val_loss_nats_per_token": history.final_val_loss,
