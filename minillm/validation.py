@@ -21,7 +21,7 @@ import torch
 
 __all__ = [
     "check_int", "check_float", "check_bool", "check_choice", "check_str", "check_nonempty",
-    "check_token_ids", "check_tensor", "check_same_length", "describe",
+    "check_token_ids", "check_tensor", "check_same_length", "checked_tokenizer", "describe",
 ]
 
 
@@ -145,3 +145,17 @@ def check_token_ids(name: str, ids: Any, vocab_size: int, *, ndim: int | tuple[i
         bad = lo if lo < 0 else hi
         raise ValueError(f"{name} must be token ids in [0, {vocab_size}), got {bad}")
     return ids
+
+
+def checked_tokenizer(name: str, tokenize: Any) -> Any:
+    """Wrap a user's tokenizer ``str -> list[str]`` so a result that is not a list of strings is a
+    clear ``TypeError`` naming the argument (metrics take tokenizers from learners)."""
+    def tok(text: str) -> list[str]:
+        out = tokenize(text)
+        if isinstance(out, str) or not isinstance(out, (list, tuple)) or \
+                not all(isinstance(t, str) for t in out):
+            raise TypeError(f"{name} must return a list of strings, but {tokenize!r:.60} returned "
+                            f"{out!r:.60} for {text!r:.40}")
+        return list(out)
+
+    return tok

@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..validation import check_bool, check_float, check_int, check_str
+from ..validation import check_bool, check_float, check_int, check_str, checked_tokenizer
 
 MAX_ORDER = 4
 SMOOTH_METHODS = {"exp": None, "none": None, "floor": 0.1, "add-k": 1}  # method -> default value
@@ -66,22 +66,9 @@ TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
     "13a": tokenize_13a, "none": str.split, "char": tokenize_char}
 
 
-def _checked_output(tokenize: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
-    """Wrap a user's tokenizer so a result that is not a list of strings is a clear error."""
-    def tok(line: str) -> list[str]:
-        out = tokenize(line)
-        if isinstance(out, str) or not isinstance(out, (list, tuple)) or \
-                not all(isinstance(t, str) for t in out):
-            raise TypeError(f"tokenize must return a list of strings, but {tokenize!r:.60} returned "
-                            f"{out!r:.60} for {line!r:.40}")
-        return list(out)
-
-    return tok
-
-
 def _get_tokenizer(tokenize: str | Callable[[str], list[str]]) -> Callable[[str], list[str]]:
     if callable(tokenize):
-        return _checked_output(tokenize)
+        return checked_tokenizer("tokenize", tokenize)
     if tokenize not in TOKENIZERS:
         raise ValueError(f"unknown tokenize={tokenize!r}; expected one of {sorted(TOKENIZERS)} "
                          "or a function str -> list[str]")

@@ -21,6 +21,8 @@ import re
 from collections import Counter
 from typing import Callable, NamedTuple, Sequence
 
+from ..validation import checked_tokenizer
+
 _WORD = re.compile(r"[a-z0-9]+")
 _ROUGE_N = re.compile(r"rouge([1-9])")
 
@@ -170,15 +172,7 @@ def _get_tokenizer(tokenizer) -> Callable[[str], list[str]]:
         return rouge_tokenize
     fn = tokenizer.tokenize if hasattr(tokenizer, "tokenize") else tokenizer if callable(tokenizer) else None
     if fn is not None:
-        def tok(text: str) -> list[str]:
-            out = fn(text)
-            if isinstance(out, str) or not isinstance(out, (list, tuple)) or \
-                    not all(isinstance(t, str) for t in out):
-                raise TypeError(f"tokenizer must return a list of strings, but it returned "
-                                f"{out!r:.60} for {text!r:.40}")
-            return list(out)
-
-        return tok
+        return checked_tokenizer("tokenizer", fn)
     raise TypeError(f"tokenizer must be a function str -> list[str] or have .tokenize, got "
                     f"{type(tokenizer).__name__}")
 
