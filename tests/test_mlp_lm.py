@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from _shared import counted_loss
 import torch.nn.functional as F
 
 from minillm.checks import ch04
@@ -140,7 +141,7 @@ def test_mlp_learns_real_shakespeare():
     hist = train(model, LMBatches(ids[:-20_000], 64, 32, seed=0), val_data=val, steps=150, lr=1e-2,
                  warmup_steps=10, eval_every=150, autocast=None, progress=False)
     # context 6 after 150 steps: at least as good as the counted bigram on the same windows
-    assert hist.val_loss[-1] < _counted_loss(ids[:-20_000].long(), val, order=2)
+    assert hist.val_loss[-1] < counted_loss(ids[:-20_000].long(), val, order=2)
 
 
 def test_leaderboard_rows_score_the_shipped_models():
@@ -173,16 +174,3 @@ def test_checks_accept_reference_and_reject_mistakes(monkeypatch):
     naive = lambda l, y: -(l.exp() / l.exp().sum(-1, keepdim=True)).log()[torch.arange(len(y)), y].mean()  # noqa: E731
     assert not ch04.check_cross_entropy(naive)  # overflows on the huge-logit case
 
-
-def _counted_loss(train_ids: torch.Tensor, batches, order: int) -> float:
-    """Cross-entropy on ``batches`` of a counted unigram (order 1) or bigram (order 2) model of
-    ``train_ids`` with add-0.1 smoothing: the reference a trained character model must beat."""
-    V = int(max(int(train_ids.max()), *(int(b[1].max()) for b in batches))) + 1
-    x = torch.cat([b[0] for b in batches]).flatten()
-    y = torch.cat([b[1] for b in batches]).flatten()
-    if order == 1:
-        counts = torch.bincount(train_ids, minlength=V).float() + 0.1
-        return float(-torch.log(counts / counts.sum())[y].mean())
-    counts = torch.full((V, V), 0.1)
-    counts.index_put_((train_ids[:-1], train_ids[1:]), torch.ones(len(train_ids) - 1), accumulate=True)
-    return float(-torch.log(counts / counts.sum(1, keepdim=True))[x, y].mean())

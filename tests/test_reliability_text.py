@@ -25,6 +25,7 @@ from minillm.metrics import (LMScore, NaiveBayesClassifier, accuracy, bits_per_c
                              precision_recall_f1_from_confusion, rouge, sentence_bleu, tokenize_13a)
 from minillm.ngram import NGramLM
 from minillm.tokenizers import ByteLevelBPE, WordPiece, WordTokenizer, gpt2_tokenizer, train_merges
+from _shared import tiktoken_gpt2  # noqa: F401  (a pytest fixture)
 
 
 @dataclass
@@ -249,19 +250,6 @@ def test_probe_names_are_unique():
 @pytest.fixture(scope="module")
 def gpt2():
     return gpt2_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def tiktoken_gpt2():
-    tiktoken = pytest.importorskip("tiktoken")
-    from minillm.tokenizers import ENDOFTEXT, GPT2_PATTERN, bytes_to_unicode
-
-    encoder_json, _ = gpt2_vocab_files()
-    byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
-    vocab = json.loads(encoder_json.read_text(encoding="utf-8"))
-    ranks = {bytes(byte_decoder[c] for c in tok): i for tok, i in vocab.items() if tok != ENDOFTEXT}
-    return tiktoken.Encoding(name="gpt2_offline", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={ENDOFTEXT: 50256})
 
 
 def _long_inputs():

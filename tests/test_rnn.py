@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _shared import counted_loss
 from torch import nn
 
 from minillm.checks import ch05
@@ -208,7 +209,7 @@ def test_char_lstm_learns_real_shakespeare():
                  warmup_steps=5, eval_every=60, autocast=None, progress=False)
     # 60 steps of a tiny LSTM: clearly past the counted unigram (it learned context), on its way to
     # the counted bigram
-    assert hist.val_loss[-1] < _counted_loss(ids[:-20_000].long(), val, order=1) - 0.3
+    assert hist.val_loss[-1] < counted_loss(ids[:-20_000].long(), val, order=1) - 0.3
 
 
 # ---- the exercise checks accept the reference and reject a wrong answer ---------------------
@@ -232,16 +233,3 @@ def test_checks_accept_reference_and_reject_mistakes(monkeypatch):
     assert not ch05.check_rnn_forward(lambda x, h0, *w: (x, h0))
     assert not ch05.check_clip_grad_norm(lambda gs, m: ([g.clamp(-m, m) for g in gs], 0.0))
 
-
-def _counted_loss(train_ids: torch.Tensor, batches, order: int) -> float:
-    """Cross-entropy on ``batches`` of a counted unigram (order 1) or bigram (order 2) model of
-    ``train_ids`` with add-0.1 smoothing: the reference a trained character model must beat."""
-    V = int(max(int(train_ids.max()), *(int(b[1].max()) for b in batches))) + 1
-    x = torch.cat([b[0] for b in batches]).flatten()
-    y = torch.cat([b[1] for b in batches]).flatten()
-    if order == 1:
-        counts = torch.bincount(train_ids, minlength=V).float() + 0.1
-        return float(-torch.log(counts / counts.sum())[y].mean())
-    counts = torch.full((V, V), 0.1)
-    counts.index_put_((train_ids[:-1], train_ids[1:]), torch.ones(len(train_ids) - 1), accumulate=True)
-    return float(-torch.log(counts / counts.sum(1, keepdim=True))[x, y].mean())

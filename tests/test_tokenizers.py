@@ -12,6 +12,7 @@ from minillm.data import gpt2_vocab_files, load_en_es, load_rotten_tomatoes, loa
 from minillm.tokenizers import (ENDOFTEXT, GPT2_PATTERN, ByteLevelBPE, CharVocab, WordPiece, WordTokenizer,
                                 bytes_to_unicode, get_pair_counts, gpt2_tokenizer, merge_pair, train_merges)
 from minillm.vocab import CharVocab as VocabCharVocab
+from _shared import tiktoken_gpt2  # noqa: F401  (a pytest fixture)
 
 NASTY = [
     "", " ", "  ", "\n", "\t", "hello   world", "trailing spaces   ", "   leading", "tabs\t\tand\nnewlines\n\n\n",
@@ -38,17 +39,6 @@ def _real_texts() -> list[str]:
 @pytest.fixture(scope="module")
 def ours() -> ByteLevelBPE:
     return gpt2_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def tiktoken_gpt2():
-    tiktoken = pytest.importorskip("tiktoken")
-    encoder_json, _ = gpt2_vocab_files()
-    byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
-    vocab = json.loads(encoder_json.read_text(encoding="utf-8"))
-    ranks = {bytes(byte_decoder[c] for c in tok): i for tok, i in vocab.items() if tok != ENDOFTEXT}
-    return tiktoken.Encoding(name="gpt2_offline", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={ENDOFTEXT: 50256})
 
 
 @pytest.fixture(scope="module")
