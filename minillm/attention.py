@@ -9,7 +9,12 @@ The ladder (each rung computes the same function as the one before, faster or mo
 4. :class:`MultiHeadAttention` — the same parameters, but the core is PyTorch's fused
    ``F.scaled_dot_product_attention`` (no T×T matrix kept for backward on the fast kernels).
 
-Masks are boolean with PyTorch's SDPA convention: ``True`` = this query may attend to this key.
+Every model of the course (chapter 7's block, GPT, BERT, T5, the Llama family) attends through one
+core, :func:`attend`: boolean or additive masks, an additive bias (T5's relative positions, ALiBi),
+prefix keys/values (prefix tuning), grouped-query heads, and PyTorch's fused SDPA as the fast path
+with the explicit softmax (:func:`scaled_dot_product_attention`) as its tested twin.
+Boolean masks use PyTorch's SDPA convention: ``True`` = this query may attend to this key; additive
+masks are added to the scores (0 = attend, a large negative number or ``-inf`` = hide).
 Sparse attention (Child et al. 2019, used by GPT-3 in alternating layers): :func:`local_mask`,
 :func:`strided_mask`, and :func:`block_local_attention`, whose cost grows linearly with length.
 
@@ -82,13 +87,29 @@ def block_local_mask(T: int, block_size: int, *, device: torch.device | str | No
     return (j <= i) & (j >= (i // block_size - 1) * block_size)
 
 
+def _check_mask(name: str, mask: torch.Tensor | None) -> None:
+    if mask is not None and not (mask.dtype == torch.bool or mask.is_floating_point()):
+        raise TypeError(f"{name} must be a bool tensor (True = may attend) or a float tensor added to "
+                        f"the scores, got dtype {mask.dtype}")
+
+
 def _combine(mask: torch.Tensor | None, causal: bool, T: int, S: int, device) -> torch.Tensor | None:
-    if mask is not None and mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}")
+    """One mask from a bool/additive ``mask`` and the causal rule (bool stays bool)."""
+    _check_mask("mask", mask)
     if not causal:
         return mask
     c = causal_mask(T, S, device=device)
-    return c if mask is None else mask & c
+    if mask is None:
+        return c
+    if mask.dtype == torch.bool:
+        return mask & c
+    return mask.masked_fill(~c, float("-inf"))
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A bool mask (True = attend) as scores to add: 0 where allowed, ``-inf`` where hidden."""
+    zero = torch.zeros((), dtype=dtype, device=mask.device)
+    return zero.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else mask.to(dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,19 +121,111 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
                                  dropout_p: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``softmax(q kᵀ · scale, masked) v`` with an explicit softmax; returns (output, weights).
 
-    q (..., T, hs), k (..., S, hs), v (..., S, hv); mask broadcastable to (..., T, S), True = attend.
-    ``scale`` defaults to 1/√hs. A query row whose keys are all masked gives NaN (no keys to average).
+    q (..., T, hs), k (..., S, hs), v (..., S, hv); mask broadcastable to (..., T, S): bool
+    (True = attend) or float (added to the scores). ``scale`` defaults to 1/√hs. A query row whose
+    keys are all hidden by a bool mask gives NaN (no keys to average).
     """
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q and k need the same last dim, got {q.shape[-1]} and {k.shape[-1]}")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale  # (..., T, S)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        _check_mask("mask", mask)
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
     weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)  # softmax in fp32, cast back
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v, weights  # (..., T, hv), (..., T, S)
+
+
+# ---------------------------------------------------------------------------------------------
+# The core every model attends through
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.Tensor | None = None,
+           bias: torch.Tensor | None = None, causal: bool = False, scale: float | None = None,
+           dropout_p: float = 0.0, prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
+           explicit: bool = False, need_weights: bool = False
+           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Multi-head attention of queries over keys/values: the one core GPT, BERT and T5 share.
+
+    q (B, nh, T, hs); k, v (B, nkv, S, hs) with nh a multiple of nkv (grouped-query attention:
+    each key/value head serves nh // nkv query heads). Returns (output (B, nh, T, hs), weights
+    (B, nh, T, P+S) if ``need_weights`` else None).
+
+    mask: bool (True = attend) or additive float, broadcastable to (B, nh, T, P+S) — or to
+        (B, nh, T, S) when a prefix is given (the prefix is then visible to every query).
+    bias: float added to the scores, same broadcasting as mask (T5's relative positions, ALiBi).
+    causal: query i also sees no key after position P+S-T+i (the queries are the last T of the
+        keys: the rule for a KV cache and for prefixes).
+    scale: score scale, default 1/√hs (T5 uses 1).
+    prefix: (k_prefix, v_prefix), each (B, nkv, P, hs), put in front of k and v (prefix tuning).
+    explicit: the written-out softmax (:func:`scaled_dot_product_attention`) instead of PyTorch's
+        fused SDPA — the slow twin the fast path is tested against; ``need_weights`` implies it.
+    """
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"q, k, v must be 4-D (B, heads, length, head size), got shapes "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if prefix is not None:
+        pk, pv = prefix
+        if pk.shape[:2] != k.shape[:2] or pk.shape[-1] != k.shape[-1] or pk.shape != pv.shape:
+            raise ValueError(f"prefix keys/values must have shape (B={k.size(0)}, heads={k.size(1)}, "
+                             f"P, hs={k.size(-1)}), got {tuple(pk.shape)} and {tuple(pv.shape)}")
+        P = pk.size(2)
+        k, v = torch.cat([pk.to(k.dtype), k], dim=2), torch.cat([pv.to(v.dtype), v], dim=2)
+        mask = _pad_keys(mask, P, k.size(2))
+        bias = _pad_keys(bias, P, k.size(2))
+    nh, nkv = q.size(1), k.size(1)
+    if nkv != nh:
+        if nh % nkv:
+            raise ValueError(f"{nh} query heads cannot share {nkv} key/value heads (need a multiple)")
+        k = k.repeat_interleave(nh // nkv, dim=1)  # (B, nh, S, hs): each kv head serves a group
+        v = v.repeat_interleave(nh // nkv, dim=1)
+    T, S = q.size(-2), k.size(-2)
+    _check_mask("mask", mask)
+    if bias is not None:
+        if not bias.is_floating_point():
+            raise TypeError(f"bias must be a float tensor added to the scores, got dtype {bias.dtype}")
+        mask = bias if mask is None else additive_mask(mask, bias.dtype) + bias
+    if explicit or need_weights:
+        return scaled_dot_product_attention(q, k, v, _combine(mask, causal, T, S, q.device),
+                                            scale=scale, dropout_p=dropout_p)
+    fast_causal = causal and mask is None and T == S  # SDPA's is_causal aligns top-left
+    if causal and not fast_causal:
+        mask = _combine(mask, True, T, S, q.device)
+    if mask is not None and mask.is_floating_point():
+        mask = mask.to(q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                         is_causal=fast_causal, scale=scale)
+    return out, None
+
+
+def _pad_keys(mask: torch.Tensor | None, P: int, total: int) -> torch.Tensor | None:
+    """Widen a mask/bias over S keys to P + S keys, the P prefix keys visible (True or 0)."""
+    if mask is None or mask.size(-1) == total or mask.size(-1) == 1:
+        return mask
+    if mask.size(-1) != total - P:
+        raise ValueError(f"mask/bias covers {mask.size(-1)} keys; expected {total - P} (the keys) or "
+                         f"{total} (prefix + keys)")
+    fill = True if mask.dtype == torch.bool else 0.0
+    pad = torch.full((*mask.shape[:-1], P), fill, dtype=mask.dtype, device=mask.device)
+    return torch.cat([pad, mask], dim=-1)
+
+
+def set_attention_impl(model: nn.Module, impl: str) -> nn.Module:
+    """Switch every attention layer of ``model`` to ``"sdpa"`` (fused, default) or ``"explicit"``
+    (the written-out softmax, which can also return the weights); returns the model."""
+    if impl not in ("sdpa", "explicit"):
+        raise ValueError(f"impl must be 'sdpa' or 'explicit', got {impl!r}")
+    found = 0
+    for module in model.modules():
+        if hasattr(module, "explicit_attention"):
+            module.explicit_attention = impl == "explicit"
+            found += 1
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no attention layers that attend through "
+                         "minillm.attention.attend")
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,10 +326,12 @@ class MultiHeadAttentionExplicit(nn.Module):
         out = self.out_proj(merge_heads(out))  # (B, T, C)
         return (out, weights) if need_weights else out
 
+    explicit_attention = True  # this rung writes the softmax out (see minillm.attention.attend)
+
     def _attend(self, q, k, v, mask, causal, need_weights):
-        mask = _combine(mask, causal, q.shape[-2], k.shape[-2], q.device)
         p = self.dropout if self.training else 0.0
-        return scaled_dot_product_attention(q, k, v, mask, dropout_p=p)
+        return attend(q, k, v, mask=mask, causal=causal, dropout_p=p,
+                      explicit=self.explicit_attention, need_weights=need_weights)
 
     @classmethod
     def from_torch(cls, mha: nn.MultiheadAttention) -> "MultiHeadAttentionExplicit":
@@ -245,19 +360,7 @@ class MultiHeadAttention(MultiHeadAttentionExplicit):
     (``need_weights=True``) falls back to the explicit path, since the fused kernel never forms them.
     """
 
-    def _attend(self, q, k, v, mask, causal, need_weights):
-        if need_weights:
-            return super()._attend(q, k, v, mask, causal, need_weights)
-        T, S = q.shape[-2], k.shape[-2]
-        if mask is not None and mask.dtype != torch.bool:
-            raise TypeError(f"mask must be a bool tensor (True = attend), got dtype {mask.dtype}")
-        # SDPA's is_causal aligns the triangle top-left; build the mask ourselves unless T == S.
-        fast_causal = causal and mask is None and T == S
-        if causal and not fast_causal:
-            mask = _combine(mask, True, T, S, q.device)
-        p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=fast_causal)
-        return out, None
+    explicit_attention = False
 
 
 # ---------------------------------------------------------------------------------------------

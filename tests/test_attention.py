@@ -319,7 +319,7 @@ def test_bad_inputs_raise_clear_errors():
     mha = MultiHeadAttention(C, NH)
     x = torch.randn(B, T, C)
     with pytest.raises(TypeError, match="bool"):
-        mha(x, mask=torch.ones(B, 1, 1, T))
+        mha(x, mask=torch.ones(B, 1, 1, T, dtype=torch.long))  # neither bool nor additive float
     with pytest.raises(ValueError, match=r"\(B, T, 32\)"):
         mha(torch.randn(B, T, C + 1))
     with pytest.raises(ValueError, match="divisible"):
