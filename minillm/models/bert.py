@@ -372,12 +372,18 @@ class BertModel(BertPreTrainedModel):
             check_index_range("token_type_ids", token_type_ids, c.type_vocab_size, what="type_vocab_size")
             check_shape("token_type_ids", token_type_ids, (B, T), expected="(B, T) like the input")
         mask = self._additive_mask(attention_mask, B, T, P, x.dtype)
+        # A row with no real key at all gives uniform weights (HF's convention); PyTorch's fused
+        # SDPA gets the *gradient* of such a row wrong (its log-sum-exp loses log S next to the
+        # huge mask value), so backward passes through such rows take the explicit softmax.
+        no_keys = (mask is not None and attention_mask.size(1) == P + T
+                   and bool((attention_mask == 0).all(dim=1).any()))  # (a (B, T) mask shows the prefix)
+        explicit = output_attentions or (no_keys and torch.is_grad_enabled())
         h = self.embeddings(x, token_type_ids, position_ids)  # (B, T, C)
         hidden, attentions = [h], []
         for i, layer in enumerate(self.encoder.layer):
-            h, weights = layer(h, mask, prefixes[i] if prefixes else None, output_attentions)
+            h, weights = layer(h, mask, prefixes[i] if prefixes else None, explicit)
             hidden.append(h)
-            attentions.append(weights)
+            attentions.append(weights if output_attentions else None)
         return BertModelOutput(
             last_hidden_state=h, pooler_output=self.pooler(h) if self.pooler is not None else None,
             hidden_states=tuple(hidden) if output_hidden_states else None,
@@ -506,12 +512,12 @@ def _check_labels(name: str, labels: torch.Tensor, shape: tuple[int, ...], high:
 class _WithEncoder(BertPreTrainedModel):
     """A head on top of ``self.bert``: runs the encoder with the forward arguments of BertModel."""
 
-    pooler = True  # whether ``bert`` has its pooler (Hugging Face drops it for MLM and tokens)
+    has_pooler = True  # whether ``bert`` has its pooler (Hugging Face drops it for MLM and tokens)
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
-        self.bert = BertModel(config, add_pooling_layer=self.pooler)
+        self.bert = BertModel(config, add_pooling_layer=self.has_pooler)
 
     def _tie_and_init(self) -> None:
         self.apply(self._init_weights)
@@ -528,7 +534,7 @@ class BertForMaskedLM(_WithEncoder):
     """BERT with the masked-language-model head: (B, T) → logits (B, T, V); ``labels`` (B, T) hold
     the original token at masked positions and -100 elsewhere."""
 
-    pooler = False
+    has_pooler = False
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -628,7 +634,7 @@ class BertForTokenClassification(_WithEncoder):
     """BERT with a classifier on every token (NER, POS): (B, T) → (B, T, num_labels); ``labels``
     (B, T) with -100 at positions to skip (padding, [CLS], [SEP], word continuations)."""
 
-    pooler = False
+    has_pooler = False
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -741,6 +747,7 @@ def _load_hf_state_dict(model: BertPreTrainedModel, state: dict[str, torch.Tenso
     if missing:
         warnings.warn(f"{name}: the checkpoint has no weights for {missing}; they are freshly "
                       "initialised (train them before trusting the outputs)", stacklevel=3)
+    unexpected = [n for n in unexpected if ".pooler." not in f".{n}"]  # MLM/token heads have none
     if unexpected:
         warnings.warn(f"{name}: checkpoint weights not used by this model: {unexpected[:8]}"
                       f"{' ...' if len(unexpected) > 8 else ''}", stacklevel=3)
