@@ -296,6 +296,10 @@ def test_from_pretrained_errors(tmp_path):
     (tmp_path / "e" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="cannot be read"):
         mb.BertModel.from_pretrained(tmp_path / "e")
+    (tmp_path / "e" / "model.safetensors").unlink()
+    (tmp_path / "e" / "pytorch_model.bin").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="pytorch_model.bin cannot be read"):
+        mb.BertModel.from_pretrained(tmp_path / "e")
     cfg = json.loads((tmp_path / "e" / "config.json").read_text())
     mb.BertModel(mb.BertConfig.tiny(hidden_size=16)).save_pretrained(tmp_path / "f")
     (tmp_path / "f" / "config.json").write_text(json.dumps(cfg))  # config of a wider model
@@ -390,6 +394,9 @@ def test_bad_input_errors_name_the_value_and_expectation():
     seq = mb.BertForSequenceClassification(cfg).eval()
     with pytest.raises(ValueError, match=r"labels must hold one label per sequence: shape \(2,\), got \(3,\)"):
         seq(ids, labels=torch.zeros(3, dtype=torch.long))
+    nsp = mb.BertForNextSentencePrediction(cfg)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, NSP classes=2\) or be -100, got 2"):
+        nsp(ids, labels=torch.tensor([0, 2]))
     pre = mb.BertForPreTraining(cfg)
     with pytest.raises(ValueError, match="needs both labels .* and next_sentence_label"):
         pre(ids, labels=ids)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -565,7 +566,7 @@ class BertForNextSentencePrediction(_WithEncoder):
         logits = self.cls.seq_relationship(out.pooler_output)  # (B, 2)
         loss = None
         if labels is not None:
-            y = _check_labels("labels", labels, (logits.size(0),), 2, "2 classes", ignore=True)
+            y = _check_labels("labels", labels, (logits.size(0),), 2, "NSP classes", ignore=True)
             loss = F.cross_entropy(logits, y)
         return BertHeadOutput(loss, logits, out.hidden_states, out.attentions)
 
@@ -593,7 +594,7 @@ class BertForPreTraining(_WithEncoder):
             y = _check_labels("labels", labels, tuple(mlm.shape[:2]), self.config.vocab_size,
                               "vocab_size", ignore=True)
             y_nsp = _check_labels("next_sentence_label", next_sentence_label, (nsp.size(0),), 2,
-                                  "2 classes", ignore=True)
+                                  "NSP classes", ignore=True)
             loss = (F.cross_entropy(mlm.reshape(-1, mlm.size(-1)), y, ignore_index=IGNORE_INDEX)
                     + F.cross_entropy(nsp, y_nsp))
         return BertPreTrainingOutput(loss, mlm, nsp, out.hidden_states, out.attentions)
@@ -787,7 +788,7 @@ def _from_pretrained(cls, directory: str | os.PathLike):
                 raise OSError(str(err)) from None
         else:
             state = torch.load(weights, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as err:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
         raise ValueError(f"{weights} cannot be read ({err})") from None
     _load_hf_state_dict(model, state)
     return model.eval()
