@@ -462,7 +462,11 @@ def test_wordpiece_ids_equal_hf_on_real_sentences(minilm):
     _, tok, _ = minilm
     hf = transformers.AutoTokenizer.from_pretrained(minilm_dir())  # its tokenizer.json, BertTokenizer config
     assert len(hf) == tok.vocab_size
-    for s in SENTENCES:
+    tricky = ["tab\there\nnewline\r\nend", "emoji 😀 and ♥ hearts", "x" * 120 + " short",
+              "Ｆｕｌｌｗｉｄｔｈ ｔｅｘｔ", "Zürich Ærø Ångström Ελληνικά русский текст",
+              "日本語のテキストと한국어", "zero\u200bwidth\u00adsoft", "", "don't stop—believin'…",
+              "ﬁ ligature", "١٢٣ arabic digits", "a\x00b\x07c"]
+    for s in SENTENCES + tricky:  # (HF also turns a literal "[CLS]" in the text into the token; we don't)
         assert tok.encode(s) == hf(s)["input_ids"], s
     a, b = SENTENCES[2], SENTENCES[3]
     ids, types = tok.encode_pair(a, b)
