@@ -580,9 +580,9 @@ def pku_units(line: str) -> list[tuple[str, str]]:
     units: list[tuple[str, str]] = []
     compound: list[str] | None = None
     for tok in tokens:
-        opens = tok.startswith("[") and len(tok) > 1 and "/" in tok[1:]
+        opens = tok.startswith("[") and not tok.startswith("[/")  # "[/w" is a literal bracket
         if opens:
-            if compound is not None:
+            if compound is not None or (tok[1:].startswith("[") and not tok[1:].startswith("[/")):
                 raise ValueError(f"nested '[' in PKU line: {line[:80]!r}")
             compound, tok = [], tok[1:]
         closing = re.fullmatch(r"(.+/[A-Za-z]+)\]([A-Za-z]+)", tok) if compound is not None else None
