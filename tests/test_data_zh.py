@@ -263,7 +263,7 @@ def _rewrite(data_copy: Path, name: str, edit) -> None:
     filename = LOADERS[name][1]
     rows = [json.loads(line) for line in lzma.decompress((data_copy / filename).read_bytes()).splitlines()]
     edit(rows)
-    blob = lzma.compress("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
+    blob = lzma.compress("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"), preset=0)
     (data_copy / filename).write_bytes(blob)
     cards = json.loads((data_copy / "cards.json").read_text(encoding="utf-8"))
     cards["datasets"][name]["files"][0]["sha256"] = hashlib.sha256(blob).hexdigest()
