@@ -157,6 +157,7 @@ def peak_tensor_bytes(fn: Callable[[], object]) -> int:
     return peak_memory_bytes(fn, "cpu")
 
 
+@contextmanager
 def threads(n: int) -> Iterator[None]:
     """Run the block with ``torch.set_num_threads(n)``, restoring the previous setting after."""
     import torch

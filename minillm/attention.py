@@ -193,8 +193,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.Ten
     fast_causal = causal and mask is None and T == S  # SDPA's is_causal aligns top-left
     if causal and not fast_causal:
         mask = _combine(mask, True, T, S, q.device)
-    if mask is not None and mask.is_floating_point():
-        mask = mask.to(q.dtype)
+    if mask is not None and mask.is_floating_point() and mask.dtype != q.dtype:
+        # in bf16/fp16 a float32 "minimum" would overflow to -inf: clamp it to the type's own
+        # minimum, so a fully hidden row stays finite (as Hugging Face's additive masks do)
+        mask = mask.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                          is_causal=fast_causal, scale=scale)
     return out, None

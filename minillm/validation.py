@@ -159,3 +159,30 @@ def checked_tokenizer(name: str, tokenize: Any) -> Any:
         return list(out)
 
     return tok
+
+
+def check_shape(name: str, value: torch.Tensor, shape: tuple[int | None, ...], *,
+                expected: str = "") -> torch.Tensor:
+    """A tensor of exactly ``shape`` (``None`` = any size there); ``expected`` says where the
+    shape comes from, e.g. ``"(B, T) like input_ids"``."""
+    ok = value.dim() == len(shape) and all(s is None or s == n for s, n in zip(shape, value.shape))
+    if not ok:
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {want}{f' {expected}' if expected else ''}, "
+                         f"got {tuple(value.shape)}")
+    return value
+
+
+def check_index_range(name: str, value: torch.Tensor, high: int, *, what: str,
+                      allow: tuple[int, ...] = ()) -> torch.Tensor:
+    """An integer tensor whose entries lie in ``[0, high)`` (or equal one of ``allow``, e.g. -100
+    for ignored labels); ``what`` names the bound, e.g. ``"type_vocab_size"``."""
+    value = check_tensor(name, value, dtype_kind="int")
+    if value.numel():
+        bad = (value < 0) | (value >= high)
+        for a in allow:
+            bad &= value != a
+        if bool(bad.any()):
+            raise ValueError(f"{name} must lie in [0, {what}={high})"
+                             f"{''.join(f' or be {a}' for a in allow)}, got {int(value[bad][0])}")
+    return value

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from minillm.attention import set_attention_impl
 from minillm.models.gpt import CONV1D_WEIGHTS, GPT, GPTConfig, KVCache, causal_attention, gelu_new
 from minillm.sampling import process_logits, sample_next, top_k_filter, top_p_filter
 
@@ -112,33 +113,27 @@ def _hf_grad(hf: GPT2LMHeadModel, name: str) -> torch.Tensor:
     return g.t() if name.endswith(CONV1D_WEIGHTS) else g
 
 
-def _explicit_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kw):
-    """Stand-in for F.scaled_dot_product_attention built on the explicit ``causal_attention``."""
-    assert dropout_p == 0.0 and not kw
-    T, S = q.size(-2), k.size(-2)
-    if attn_mask is not None:  # the model only ever asks for "causal after a cache"
-        assert torch.equal(attn_mask, torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T))
-    else:
-        assert is_causal == (T == S) or T == 1
-    return causal_attention(q, k, v)
-
-
 @pytest.mark.parametrize("pre_ln", [True, False])
 def test_sdpa_path_matches_explicit_path_in_train_mode_with_gradients(monkeypatch, pre_ln):
     torch.manual_seed(11)
     config = GPTConfig.tiny(vocab_size=65, pre_ln=pre_ln, dropout=0.0)
     fast = GPT(config).train()
-    slow = GPT(config).train()
+    slow = set_attention_impl(GPT(config).train(), "explicit")
     slow.load_state_dict(fast.state_dict())
     x, y = tokens((3, 32), seed=12), tokens((3, 32), seed=13)
     loss_fast = F.cross_entropy(fast(x).flatten(0, 1), y.flatten())
     loss_fast.backward()
-    sdpa_calls = []
-    monkeypatch.setattr(F, "scaled_dot_product_attention",
-                        lambda *a, **k: sdpa_calls.append(1) or _explicit_sdpa(*a, **k))
+
+    def no_fused(*args, **kwargs):
+        raise AssertionError("the explicit path must not call the fused kernel")
+
+    softmaxes = []
+    real_softmax = torch.softmax
+    monkeypatch.setattr(F, "scaled_dot_product_attention", no_fused)
+    monkeypatch.setattr(torch, "softmax", lambda *a, **k: softmaxes.append(1) or real_softmax(*a, **k))
     loss_slow = F.cross_entropy(slow(x).flatten(0, 1), y.flatten())
     loss_slow.backward()
-    assert len(sdpa_calls) == config.n_layer  # the explicit twin really ran in every layer
+    assert len(softmaxes) == config.n_layer  # the explicit twin really ran in every layer
     torch.testing.assert_close(loss_fast, loss_slow, atol=1e-6, rtol=0)
     for (name, a), (_, b) in zip(fast.named_parameters(), slow.named_parameters()):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-4, msg=name)
@@ -251,8 +246,8 @@ def test_cached_logits_match_full_forward():
     cache = KVCache(gpt.config, batch_size=2)
     with torch.no_grad():
         full = gpt(x)
-        parts = [gpt(x[:, :7], cache), gpt(x[:, 7:12], cache)]  # a block after a cache, too
-        parts += [gpt(x[:, t:t + 1], cache) for t in range(12, 20)]
+        parts = [gpt(x[:, :7], past_key_values=cache), gpt(x[:, 7:12], past_key_values=cache)]  # a block after a cache, too
+        parts += [gpt(x[:, t:t + 1], past_key_values=cache) for t in range(12, 20)]
     assert cache.length == 20
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=0)
 
@@ -358,9 +353,9 @@ def test_generate_and_cache_reject_bad_input():
     assert gpt.generate(ok, 13, num_beams=2).shape == (1, 17)  # the longest that fits
     cache = KVCache(gpt.config, batch_size=1, max_len=6)
     with torch.no_grad():
-        gpt(ok, cache)
+        gpt(ok, past_key_values=cache)
         with pytest.raises(ValueError, match="cache holds max_len=6"):
-            gpt(ok, cache)
+            gpt(ok, past_key_values=cache)
 
 
 def test_shipped_checkpoint_reproduces_its_recorded_validation_loss():

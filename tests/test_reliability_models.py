@@ -93,8 +93,8 @@ def test_generate_rejects_bad_arguments(fn, args, kwargs, exc, fragment):
 
 def _kv_overflow():
     cache = KVCache(GPT_TINY.config, 1, max_len=4)
-    GPT_TINY(torch.ones(1, 3, dtype=torch.long), cache)
-    GPT_TINY(torch.ones(1, 2, dtype=torch.long), cache)  # 3 + 2 > 4
+    GPT_TINY(torch.ones(1, 3, dtype=torch.long), past_key_values=cache)
+    GPT_TINY(torch.ones(1, 2, dtype=torch.long), past_key_values=cache)  # 3 + 2 > 4
 
 
 def _all_minus_inf():

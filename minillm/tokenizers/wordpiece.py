@@ -206,3 +206,70 @@ class WordPiece:
 
     def __repr__(self) -> str:
         return f"WordPiece(vocab_size={self.vocab_size}, lowercase={self.lowercase})"
+
+    # ---- pairs and padded batches (BERT's model inputs)
+
+    def encode_pair(self, text: str, pair: str | None = None, *, max_length: int | None = None
+                    ) -> tuple[list[int], list[int]]:
+        """``[CLS] A [SEP]`` or ``[CLS] A [SEP] B [SEP]`` ids and their token_type_ids (0 for the
+        first part, 1 for B's tokens and its [SEP]). With ``max_length`` the text is truncated as
+        Hugging Face's ``longest_first`` does: the shorter part keeps at most half the room."""
+        for tok in ("[CLS]", "[SEP]"):
+            if tok not in self.vocab:
+                raise ValueError(f"encode_pair needs {tok!r} in the vocabulary")
+        a = self.encode(text, add_special_tokens=False)
+        b = None if pair is None else self.encode(pair, add_special_tokens=False)
+        specials = 2 if b is None else 3
+        if max_length is not None:
+            if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < specials:
+                raise ValueError(f"max_length must be an int >= {specials} (room for the special "
+                                 f"tokens), got {max_length!r}")
+            room = max_length - specials
+            if b is None:
+                a = a[:room]
+            elif len(a) + len(b) > room:
+                if len(a) <= len(b):  # the shorter part keeps at most half the room (ties: A)
+                    keep_a = min(len(a), room // 2)
+                    a, b = a[:keep_a], b[:room - keep_a]
+                else:
+                    keep_b = min(len(b), room // 2)
+                    a, b = a[:room - keep_b], b[:keep_b]
+        cls, sep = self.vocab["[CLS]"], self.vocab["[SEP]"]
+        ids = [cls, *a, sep]
+        types = [0] * len(ids)
+        if b is not None:
+            ids += [*b, sep]
+            types += [1] * (len(b) + 1)
+        return ids, types
+
+    def batch_encode(self, texts: list[str], pairs: list[str] | None = None, *,
+                     max_length: int | None = None, padding: str = "longest") -> dict[str, Any]:
+        """Encode a batch for a BERT model: a dict of int64 tensors ``input_ids``,
+        ``token_type_ids`` and ``attention_mask`` (1 = real token), each (B, T), padded on the right
+        with ``[PAD]`` to the longest text (``padding="longest"``) or to ``max_length``
+        (``padding="max_length"``); texts longer than ``max_length`` are truncated."""
+        import torch
+
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or not texts:
+            raise TypeError(f"texts must be a non-empty list of strings, got {type(texts).__name__}")
+        if pairs is not None and (isinstance(pairs, str) or len(pairs) != len(texts)):
+            raise ValueError(f"pairs must be a list with one text per text ({len(texts)}), got "
+                             f"{type(pairs).__name__} of length {len(pairs)}")
+        if padding not in ("longest", "max_length"):
+            raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
+        if padding == "max_length" and max_length is None:
+            raise ValueError("padding='max_length' needs max_length")
+        if "[PAD]" not in self.vocab:
+            raise ValueError("batch_encode needs '[PAD]' in the vocabulary")
+        rows = [self.encode_pair(t, None if pairs is None else pairs[i], max_length=max_length)
+                for i, t in enumerate(texts)]
+        T = max_length if padding == "max_length" else max(len(ids) for ids, _ in rows)
+        pad = self.vocab["[PAD]"]
+        ids = torch.full((len(rows), T), pad, dtype=torch.long)
+        types = torch.zeros(len(rows), T, dtype=torch.long)
+        mask = torch.zeros(len(rows), T, dtype=torch.long)
+        for r, (i, t) in enumerate(rows):
+            ids[r, :len(i)] = torch.tensor(i)
+            types[r, :len(t)] = torch.tensor(t)
+            mask[r, :len(i)] = 1
+        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
