@@ -215,3 +215,22 @@ def test_collator_rejects_bad_examples():
     with pytest.raises(ValueError, match="mask_token_id"):
         PretrainingCollator(vocab_size=10, pad_token_id=0, cls_token_id=2, sep_token_id=3,
                             mask_token_id=10, special_ids=(0, 2, 3))
+
+
+def test_mlm_plus_nsp_loss_equals_hugging_face_with_the_same_weights():
+    transformers = pytest.importorskip("transformers")
+    from minillm.models.bert import BertForPreTraining
+    from minillm.models.bert_pretrain import pretraining_loss
+
+    torch.manual_seed(0)
+    hf = transformers.BertForPreTraining(transformers.BertConfig(
+        vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, attn_implementation="eager")).eval()
+    ours = BertForPreTraining.from_hf(hf)
+    examples = make_nsp_pairs(_documents(), max_length=64, seed=0)[:7] + [SentencePair([5, 6, 7], [], IGNORE_INDEX)]
+    batch = _collator(0.3)(examples, generator=torch.Generator().manual_seed(0))
+    assert (batch["attention_mask"] == 0).any()  # padding inside the batch
+    with torch.no_grad():
+        expected = hf(**batch).loss
+        assert torch.allclose(ours(**batch).loss, expected, atol=1e-5)
+        assert torch.allclose(pretraining_loss(ours, batch), expected, atol=1e-5)  # masked positions only

@@ -266,7 +266,9 @@ class PretrainingBatches:
         self.rng = random.Random(seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.tokens_seen = 0
-        self._pair_epoch, self._pairs, self._windows = 0, [], []
+        self.pair_epochs = 0  # NSP pair sets drawn so far
+        self._pairs: list[SentencePair] = []
+        self._windows: list[SentencePair] = []
 
     def _take(self, pool: list, n: int, refill: Any) -> list:
         out = []
@@ -278,8 +280,8 @@ class PretrainingBatches:
         return out
 
     def _next_pairs(self) -> list[SentencePair]:
-        pairs = self.make_pairs(self._pair_epoch)
-        self._pair_epoch += 1
+        pairs = self.make_pairs(self.pair_epochs)
+        self.pair_epochs += 1
         return pairs
 
     def __call__(self) -> dict[str, torch.Tensor]:
@@ -296,6 +298,40 @@ def fixed_batches(collator: PretrainingCollator, examples: Sequence[SentencePair
     generator = torch.Generator().manual_seed(seed)
     return [collator(examples[i:i + batch_size], generator=generator)
             for i in range(0, len(examples), batch_size)]
+
+
+def en_validation_batches(tokenizer: WordPiece, *, max_length: int = MAX_LENGTH,
+                          batch_size: int = sum(EN_BATCH.values()),
+                          nsp_pairs: int = EN_VALIDATION["nsp_pairs"],
+                          mlm_windows: int = EN_VALIDATION["mlm_windows"]) -> dict[str, list[dict]]:
+    """The fixed held-out batches of ``ch09-bert-en``: ``nsp_pairs`` NSP pairs from Shakespeare's
+    validation split and ``mlm_windows`` MLM windows of the Rotten Tomatoes validation texts, masked
+    with :data:`VALIDATION_MASK_SEED`. Keys: ``"shakespeare"``, ``"rotten_tomatoes"``."""
+    from ..data import load_rotten_tomatoes, load_shakespeare
+
+    collator = PretrainingCollator.from_tokenizer(tokenizer)
+    documents = shakespeare_documents(load_shakespeare().validation, tokenizer, (max_length - 3) // 2)
+    pairs = make_nsp_pairs(documents, max_length=max_length, seed=0)
+    pairs = random.Random(0).sample(pairs, min(nsp_pairs, len(pairs)))
+    reviews = windows((tokenizer.encode(ex.text, add_special_tokens=False)
+                       for ex in load_rotten_tomatoes().validation),
+                      collator.sep_token_id, max_length - 2)[:mlm_windows]
+    return {"shakespeare": fixed_batches(collator, pairs, batch_size),
+            "rotten_tomatoes": fixed_batches(collator, reviews, batch_size)}
+
+
+def zh_validation_batches(tokenizer: CharTokenizer, *, max_length: int = MAX_LENGTH,
+                          batch_size: int = ZH_BATCH,
+                          mlm_windows: int = ZH_VALIDATION["mlm_windows"]) -> dict[str, list[dict]]:
+    """The fixed held-out batches of ``ch09-bert-zh-char``: ``mlm_windows // 2`` MLM windows from
+    each validation split (People's Daily, sentiment), masked with :data:`VALIDATION_MASK_SEED`.
+    Keys: ``"people_daily"``, ``"sentiment"``."""
+    collator = PretrainingCollator.from_tokenizer(tokenizer)
+    news, reviews = zh_validation_texts()
+    return {source: fixed_batches(collator, windows(
+                (tokenizer.encode(t, add_special_tokens=False) for t in texts),
+                collator.sep_token_id, max_length - 2)[:mlm_windows // 2], batch_size)
+            for source, texts in (("people_daily", news), ("sentiment", reviews))}
 
 
 # ----------------------------------------------------------------------------- training
@@ -370,16 +406,8 @@ def train_bert_en(progress: bool = True, *, size: dict[str, int] | None = None,
         n_pairs=batch["nsp_pairs"], window_examples=review_windows, n_windows=batch["mlm_windows"],
         seed=seed)
 
-    val_pairs = make_nsp_pairs(shakespeare_documents(shakespeare.validation, tokenizer, max_segment),
-                               max_length=size["max_position_embeddings"], seed=seed)
-    val_pairs = random.Random(seed).sample(val_pairs, min(validation["nsp_pairs"], len(val_pairs)))
-    val_windows = windows((tokenizer.encode(ex.text, add_special_tokens=False)
-                           for ex in reviews.validation), sep, size["max_position_embeddings"] - 2)
-    val_windows = val_windows[:validation["mlm_windows"]]
-    batch_size = batch["nsp_pairs"] + batch["mlm_windows"]
-    val = {"shakespeare": fixed_batches(collator, val_pairs, batch_size),
-           "rotten_tomatoes": fixed_batches(collator, val_windows, batch_size)}
-
+    val = en_validation_batches(tokenizer, max_length=size["max_position_embeddings"],
+                                batch_size=batch["nsp_pairs"] + batch["mlm_windows"], **validation)
     model = BertForPreTraining(BertConfig(vocab_size=tokenizer.vocab_size, **size))
     history, timing = _run(model, batches, val["shakespeare"] + val["rotten_tomatoes"],
                            train_overrides, progress)
@@ -387,10 +415,10 @@ def train_bert_en(progress: bool = True, *, size: dict[str, int] | None = None,
     metadata = {
         "vocab": tokenizer.itos, "lowercase": tokenizer.lowercase, "tokenizer": "WordPiece",
         "history": history.to_dict(), "train_config": timing.pop("train_config"),
-        "batch": batch, "max_length": size["max_position_embeddings"],
+        "batch": batch, "validation": validation, "max_length": size["max_position_embeddings"],
         "params": sum(p.numel() for p in model.parameters()),
         "steps": train_overrides["steps"], "tokens_seen": batches.tokens_seen,
-        "nsp_pair_epochs_started": batches._pair_epoch,
+        "nsp_pair_epochs_started": batches.pair_epochs,
         "data": {"nsp_and_mlm": "Shakespeare train split", "mlm": "Rotten Tomatoes train texts",
                  "validation": "Shakespeare validation split (NSP pairs), Rotten Tomatoes "
                                "validation texts (MLM windows)",
@@ -441,12 +469,8 @@ def train_bert_zh_char(progress: bool = True, *, size: dict[str, int] | None = N
                             collator.sep_token_id, length)
     batches = PretrainingBatches(collator, window_examples=train_windows, n_windows=batch_size,
                                  seed=seed)
-    val_news, val_reviews = zh_validation_texts()
-    val = {source: fixed_batches(collator, windows(
-               (tokenizer.encode(t, add_special_tokens=False) for t in texts),
-               collator.sep_token_id, length)[:validation["mlm_windows"] // 2], batch_size)
-           for source, texts in (("people_daily", val_news), ("sentiment", val_reviews))}
-
+    val = zh_validation_batches(tokenizer, max_length=size["max_position_embeddings"],
+                                batch_size=batch_size, **validation)
     model = BertForMaskedLM(BertConfig(vocab_size=tokenizer.vocab_size, **size))
     history, timing = _run(model, batches, val["people_daily"] + val["sentiment"], train_overrides,
                            progress)
@@ -454,7 +478,8 @@ def train_bert_zh_char(progress: bool = True, *, size: dict[str, int] | None = N
     metadata = {
         "vocab": tokenizer.itos, "tokenizer": "CharTokenizer", "min_frequency": ZH_MIN_FREQUENCY,
         "history": history.to_dict(), "train_config": timing.pop("train_config"),
-        "batch_size": batch_size, "max_length": size["max_position_embeddings"],
+        "batch_size": batch_size, "validation": validation,
+        "max_length": size["max_position_embeddings"],
         "params": sum(p.numel() for p in model.parameters()),
         "steps": train_overrides["steps"], "tokens_seen": batches.tokens_seen,
         "data": {"mlm": "People's Daily NER train split (sentences) + Chinese sentiment train texts",
