@@ -147,11 +147,12 @@ def test_tiny_chinese_recipe_uses_frequent_training_characters():
 # ----------------------------------------------------------------------------- shipped checkpoints
 
 def _check_shipped(name: str) -> dict:
-    from minillm.hub import shipped_path
+    from minillm.hub import RECIPES, shipped_path
 
     path = shipped_path(name)
     record = read_checkpoint_config(path)
     assert record["format_version"] == 2 and record["metadata"]["recipe"] == name
+    assert record["metadata"]["recipe_version"] == RECIPES[name].version  # not stale
     digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
     assert digest == record["weights_sha256"]
     assert record["weights_bytes"] < 16_000_000
