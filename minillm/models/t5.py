@@ -398,6 +398,11 @@ class T5Stack(nn.Module):
         cross (B, S, C) encoder states (decoder only; unused when the cache holds its keys/values),
         cross_bias (B, 1, 1, S) or None; cache advanced by T."""
         h = self.dropout(x)
+        if torch.is_autocast_enabled(x.device.type):  # cast the biases once, not in every layer
+            low = torch.get_autocast_dtype(x.device.type)
+            bias = bias.clamp(min=torch.finfo(low).min).to(low)
+            if cross_bias is not None:
+                cross_bias = cross_bias.clamp(min=torch.finfo(low).min).to(low)
         cross_kv = None
         if self.is_decoder:
             if cache is not None and cache.cross is None:
@@ -844,13 +849,15 @@ class T5ForConditionalGeneration(T5Model):
             return self._beam_search(enc, attention_mask, max_new_tokens, num_beams, length_penalty)
         dtype = self.shared.weight.dtype
         cache = T5Cache(c, B, max_new_tokens, device=device, dtype=dtype) if use_cache else None
+        if cache is not None:
+            cross_bias, table = self._step_setup(enc, attention_mask, cache)
         out = torch.full((B, 1 + max_new_tokens), c.pad_token_id, dtype=torch.long, device=device)
         out[:, 0] = c.decoder_start_token_id
         finished = torch.zeros(B, dtype=torch.bool, device=device)
         n = 1
         for _ in range(max_new_tokens):
             if cache is not None:
-                h = self._decode(out[:, n - 1:n], None, None, enc, attention_mask, cache)[:, -1]
+                h = self._step(out[:, n - 1:n], cache, cross_bias, table)[:, -1]  # (B, C)
             else:
                 h = self._decode(out[:, :n], None, None, enc, attention_mask, None)[:, -1]  # (B, C)
             token = sample_next(self._logits(h), do_sample=do_sample, temperature=temperature,
@@ -864,6 +871,25 @@ class T5ForConditionalGeneration(T5Model):
                     break
         return out[:, :n]
 
+    def _step_setup(self, enc: torch.Tensor, attention_mask, cache: T5Cache):
+        """What every cached decoding step shares, computed once per ``generate``: the cross-attention
+        keys/values (in the cache), their padding bias, and the decoder's position bias with the
+        causal mask for every (query, key) pair up to the cache's length."""
+        c = self.config
+        cache.cross = [b.layer[1].EncDecAttention.project_kv(enc) for b in self.decoder.block]
+        cross_bias = _additive(attention_mask, enc.dtype) if attention_mask is not None else None
+        n = cache.max_len
+        table = self.decoder.position_bias(n, n, 0, enc.device)  # (1, nh, n, n)
+        causal = torch.ones(n, n, dtype=torch.bool, device=enc.device).triu(1)
+        return cross_bias, table.masked_fill(causal, torch.finfo(table.dtype).min)
+
+    def _step(self, ids: torch.Tensor, cache: T5Cache, cross_bias, table) -> torch.Tensor:
+        """Decoder states (B, T, C) of ``ids`` (B, T) after the cache, without the per-call checks
+        of ``forward`` (``generate`` checked its inputs once): the fast path of decoding."""
+        L, T = cache.length, ids.size(1)
+        return self.decoder(self.shared(ids), table[:, :, L:L + T, :L + T], cross_bias=cross_bias,
+                            cache=cache)
+
     def _beam_search(self, enc, attention_mask, max_new_tokens, num_beams, length_penalty):
         """Beam search with a cache whose self-attention rows follow their beams; the encoder
         output is repeated per beam once."""
@@ -872,9 +898,10 @@ class T5ForConditionalGeneration(T5Model):
         enc = enc.repeat_interleave(K, dim=0)  # (B·K, S, C) rows b*K .. b*K+K-1
         mask = attention_mask.repeat_interleave(K, dim=0) if attention_mask is not None else None
         cache = T5Cache(c, B * K, max_new_tokens, device=enc.device, dtype=self.shared.weight.dtype)
+        cross_bias, table = self._step_setup(enc, mask, cache)
 
         def step(prefix: torch.Tensor, cache: T5Cache):
-            h = self._decode(prefix[:, cache.length:], None, None, enc, mask, cache)[:, -1]
+            h = self._step(prefix[:, cache.length:], cache, cross_bias, table)[:, -1]
             return self._logits(h), cache  # (B·K, V)
 
         def reorder(cache: T5Cache, rows: torch.Tensor) -> T5Cache:
