@@ -80,8 +80,10 @@ def test_bucket_function_rejects_float_distances():
         relative_position_bucket(torch.tensor([3]), bidirectional=False, num_buckets=16, max_distance=7)
 
 
-@pytest.mark.parametrize("x_dtype,w_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.float32),
-                                             (torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16)])
+@pytest.mark.parametrize("x_dtype,w_dtype", [(torch.float32, torch.float32),
+                                             (torch.bfloat16, torch.float32),
+                                             (torch.bfloat16, torch.bfloat16),
+                                             (torch.float16, torch.float16)])
 def test_rmsnorm_matches_hf_t5_layernorm(x_dtype, w_dtype):
     torch.manual_seed(0)
     ref = T5LayerNorm(24, eps=1e-6).to(w_dtype)
@@ -264,6 +266,47 @@ def test_generate_tokens_match_hf(variant, num_beams):
             assert got.tolist() == pad_after_eos(ref).tolist(), (lp, use_cache)
         ended += int((ref[:, 1:] == 1).any(dim=1).sum())
     assert ended > 0  # end-of-sequence and padding were exercised
+
+
+def test_hf_beam_search_equals_course_beam_search_without_an_end_token():
+    """With no end token nothing finishes early, and the two beam searches are the same search."""
+    from minillm.models.t5 import hf_beam_search
+    from minillm.search import beam_search
+
+    ours = T5ForConditionalGeneration.from_hf(hf_t5("v1.1", vocab_size=20))
+    x, am, _, _ = batch(V=20)
+    enc = ours(x, attention_mask=am, decoder_input_ids=x[:, :1]).encoder_last_hidden_state
+    K = 3
+    enc_k, am_k = enc.repeat_interleave(K, dim=0), am.repeat_interleave(K, dim=0)
+
+    def step(prefix, state):  # uncached: the whole prefix every step (state unused)
+        return ours(encoder_outputs=enc_k, attention_mask=am_k, decoder_input_ids=prefix).logits[:, -1], state
+
+    with torch.no_grad():
+        hf_like = hf_beam_search(step, None, batch_size=x.size(0), bos_id=0, eos_id=None, pad_id=0,
+                                 max_new_tokens=6, num_beams=K)
+        course = beam_search(step, None, batch_size=x.size(0), bos_id=0, eos_id=None,
+                             max_new_tokens=6, num_beams=K)
+    assert hf_like[:, 1:].tolist() == course.sequences.tolist()
+
+
+def test_fully_padded_input_row_matches_hf_with_gradients():
+    """A sequence with no real token: HF's additive mask averages all keys; so do we, and the
+    gradient through that row (taken on the explicit path) matches too."""
+    hf = hf_t5("v1.0")
+    ours = T5ForConditionalGeneration.from_hf(hf)
+    x, am, y, _ = batch()
+    am[0] = 0
+    dm = torch.ones_like(y)
+    dm[2, :2] = 0  # a left-padded target: its first query sees no real key either
+    a = ours(x, attention_mask=am, labels=y, decoder_attention_mask=dm)
+    b = hf(input_ids=x, attention_mask=am, labels=y, decoder_attention_mask=dm)
+    torch.testing.assert_close(a.logits, b.logits, atol=ATOL, rtol=RTOL)
+    a.loss.backward()
+    b.loss.backward()
+    hf_params = dict(hf.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, hf_params[name].grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_sampling_is_reproducible_and_cache_free_equal():

@@ -87,7 +87,8 @@ class T5Config:
         if self.relative_attention_max_distance <= self.relative_attention_num_buckets // 2:
             raise ValueError(f"relative_attention_max_distance={self.relative_attention_max_distance} "
                              "must be larger than the decoder's exact buckets "
-                             f"(relative_attention_num_buckets // 2 = {self.relative_attention_num_buckets // 2})")
+                             f"(relative_attention_num_buckets // 2 = "
+                             f"{self.relative_attention_num_buckets // 2})")
         self.dropout_rate = check_float("dropout_rate", self.dropout_rate, low=0, high=1,
                                         high_inclusive=False)
         self.layer_norm_epsilon = check_float("layer_norm_epsilon", self.layer_norm_epsilon, low=0,
@@ -568,18 +569,28 @@ class T5PreTrainedModel(nn.Module):
             raise ValueError(f"decoder sequence of {L + T} positions ({L} cached/prefix + {T} target "
                              f"tokens) is longer than the decoder limit n_positions={c.n_positions}")
         bias = self.decoder.position_bias(T, L + T, L, x.device)  # (1, nh, T, L+T)
-        causal = torch.arange(L + T, device=x.device)[None, :] > torch.arange(L, L + T, device=x.device)[:, None]
-        bias = bias.masked_fill(causal, torch.finfo(bias.dtype).min)  # (1, nh, T, L+T)
+        key = torch.arange(L + T, device=x.device)[None, :]  # (1, L+T)
+        hidden = key > torch.arange(L, L + T, device=x.device)[:, None]  # (T, L+T) future keys
         if mask is not None:
             self._check_mask("decoder_attention_mask", mask, B, (T, L + T) if L else (T,))
             if mask.size(1) == T and L:
                 mask = torch.cat([mask.new_ones(B, L), mask], dim=1)  # the past is visible
-            bias = bias + _additive(mask, bias.dtype)  # (B, nh, T, L+T)
+            hidden = hidden | (mask == 0)[:, None, None, :]  # (B, 1, T, L+T) future or padding
+        # one minimum added where hidden, as HF does (two summed minima would overflow to -inf and
+        # break HF's average-everything convention for a query that sees no real key)
+        zero = torch.zeros((), dtype=bias.dtype, device=x.device)
+        bias = bias + zero.masked_fill(hidden, torch.finfo(bias.dtype).min)  # (B|1, nh, T, L+T)
         cross_bias = None
         if enc_mask is not None:
             self._check_mask("attention_mask", enc_mask, B, (enc.size(1),))
             cross_bias = _additive(enc_mask, enc.dtype)  # (B, 1, 1, S)
-        return self.decoder(x, bias, cross=enc, cross_bias=cross_bias, cache=cache, prefixes=prefixes)
+        # a query with no visible key at all (an empty input, or a decoder row whose first query
+        # sees only padding): PyTorch's fused SDPA gets that row's gradient wrong, take the explicit path
+        explicit = torch.is_grad_enabled() and (
+            (enc_mask is not None and bool((enc_mask == 0).all(dim=1).any()))
+            or (mask is not None and bool((mask.cumsum(dim=1)[:, L] == 0).any())))
+        return self.decoder(x, bias, cross=enc, cross_bias=cross_bias, cache=cache, prefixes=prefixes,
+                            explicit=explicit)
 
     # ---- loading and saving
 
@@ -820,7 +831,8 @@ class T5ForConditionalGeneration(T5Model):
         as Hugging Face's ``generate`` returns them.
 
         Greedy by default; ``do_sample`` samples after ``temperature``/``top_k``/``top_p``;
-        ``num_beams > 1`` runs :func:`minillm.search.beam_search` (score / length**length_penalty).
+        ``num_beams > 1`` runs :func:`hf_beam_search`, Hugging Face's beam search (finished
+        hypotheses ranked by score / length**length_penalty), so the tokens equal HF's.
         A row stops at ``eos_token_id`` and is padded with ``pad_token_id`` afterwards; decoding
         stops when all rows have ended or after ``max_new_tokens`` (at most ``n_positions``). The
         encoder runs once; ``use_cache=True`` keeps the decoder's keys/values in a preallocated
