@@ -440,3 +440,17 @@ def test_config_validation():
     with pytest.raises(TypeError, match="d_model must be an int"):
         T5Config.tiny(d_model=32.0)
     assert T5Config.tiny().num_decoder_layers == 2
+
+
+def test_minillm_checkpoint_round_trip(tmp_path):
+    from minillm.checkpoint import load_checkpoint, save_checkpoint
+
+    for tie in (True, False):
+        torch.manual_seed(0)
+        model = T5ForConditionalGeneration(T5Config.tiny(tie_word_embeddings=tie)).eval()
+        save_checkpoint(model, tmp_path / f"ck{tie}")
+        back = load_checkpoint(tmp_path / f"ck{tie}").eval()
+        assert (back.lm_head.weight is back.shared.weight) == tie
+        x = torch.randint(2, 100, (2, 5))
+        with torch.no_grad():
+            torch.testing.assert_close(back(x, labels=x).logits, model(x, labels=x).logits, atol=0, rtol=0)
