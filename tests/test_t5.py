@@ -418,6 +418,17 @@ def test_bad_inputs_raise_clear_errors(tiny):
         tiny(x, labels=y, past_key_values=[(torch.zeros(2, 4, 1, 8),) * 2])
     with pytest.raises(ValueError, match="beam search is deterministic"):
         tiny.generate(x, num_beams=2, do_sample=True)
+    with pytest.raises(ValueError, match=r"labels must have shape \(2, 3\)"):
+        tiny(x, decoder_input_ids=y[:, :3], labels=y)
+    enc = tiny(x, labels=y).encoder_last_hidden_state
+    with pytest.raises(ValueError, match="encoder output has batch size 2, the decoder input 1"):
+        tiny(encoder_outputs=enc, labels=y[:1])
+    with pytest.raises(ValueError, match="either encoder_outputs or input_ids"):
+        tiny(x, encoder_outputs=enc, labels=y)
+    with pytest.raises(ValueError, match="cannot add"):
+        cache = T5Cache(tiny.config, 2, 2)
+        for t in range(3):
+            tiny(encoder_outputs=enc, decoder_input_ids=y[:, t:t + 1], past_key_values=cache)
 
 
 def test_missing_decoder_start_token_is_a_clear_error():
