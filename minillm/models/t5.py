@@ -43,6 +43,7 @@ from torch import nn
 from ..attention import attend, merge_heads
 from ..norms import RMSNorm
 from ..sampling import check_generate_args, sample_next
+from ..search import ReorderFn, StepFn
 from ..validation import (check_bool, check_choice, check_float, check_index_range, check_int,
                           check_shape, check_tensor)
 from .gpt import gelu_new
@@ -923,13 +924,13 @@ class T5ForConditionalGeneration(T5Model):
         return hf_beam_search(step, cache, batch_size=B, bos_id=c.decoder_start_token_id,
                               eos_id=c.eos_token_id, pad_id=c.pad_token_id,
                               max_new_tokens=max_new_tokens, num_beams=K,
-                              length_penalty=length_penalty, reorder_fn=reorder)
+                              length_penalty=length_penalty, reorder_fn=reorder, device=enc.device)
 
 
 @torch.no_grad()
-def hf_beam_search(step_fn, state, *, batch_size: int, bos_id: int, eos_id: int | None, pad_id: int,
+def hf_beam_search(step_fn: StepFn, state: Any, *, batch_size: int, bos_id: int, eos_id: int | None, pad_id: int,
                    max_new_tokens: int, num_beams: int, length_penalty: float = 1.0,
-                   reorder_fn=None) -> torch.Tensor:
+                   reorder_fn: ReorderFn | None = None, device: torch.device | str | None = None) -> torch.Tensor:
     """Hugging Face ``generate``'s beam search (transformers 5, ``early_stopping=False``), over the
     same ``step_fn(prefix (N, t), state) -> (logits (N, V), state)`` interface as
     :func:`minillm.search.beam_search`; returns (B, 1 + L) ids starting with ``bos_id``.
@@ -942,9 +943,12 @@ def hf_beam_search(step_fn, state, *, batch_size: int, bos_id: int, eos_id: int 
     is among the K best; the search stops when every sentence's best running beam, normalised by the
     current length, cannot beat its worst finished one (HF's heuristic), or at ``max_new_tokens``.
     """
-    B, K = batch_size, num_beams
-    max_len = 1 + max_new_tokens
-    device = getattr(state, "k", torch.empty(0)).device
+    B = check_int("batch_size", batch_size, low=1)
+    K = check_int("num_beams", num_beams, low=1)
+    max_len = 1 + check_int("max_new_tokens", max_new_tokens, low=1)
+    for name, value in (("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id)):
+        check_int(name, value, low=0, allow_none=name == "eos_id")
+    length_penalty = check_float("length_penalty", length_penalty)
     running = torch.full((B, K, max_len), pad_id, dtype=torch.long, device=device)
     running[:, :, 0] = bos_id
     running_scores = torch.zeros(B, K, device=device)
