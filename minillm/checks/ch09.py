@@ -23,9 +23,16 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .. import checks as _checks
 from . import Case, CheckResult, compare, run_check
 
 IGNORE_INDEX = -100  # label of the positions the MLM loss skips
+
+
+def _time_limit(factor: float) -> float:
+    """``factor`` times the checks' default limit per case, read at call time (these cases do
+    more work than a single small call: ~100k tokens three times, several training steps)."""
+    return factor * _checks.DEFAULT_TIME_LIMIT
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -126,6 +133,8 @@ def _judge_masking(run: _MaskRun) -> str | None:
             return f"{name}: expected a torch.Tensor, got {type(t).__name__}"
         if tuple(t.shape) != tuple(ids.shape):
             return f"{name}: expected shape {tuple(ids.shape)} like input_ids, got {tuple(t.shape)}"
+        if t.is_floating_point() and t.isnan().any():
+            return f"{name}: got NaN at {int(t.isnan().sum())} positions; expected integer token ids"
         if t.is_floating_point() or t.dtype == torch.bool:
             return f"{name}: expected integer token ids (torch.long), got dtype {t.dtype}"
     inputs, labels = inputs.long(), labels.long()
@@ -231,7 +240,7 @@ def check_mask_tokens(fn) -> CheckResult:
              description="only special tokens: nothing to choose"),
     ]
     return run_check("mask_tokens", _masking_runner(fn), _masking_runner(_reference_mask_tokens()),
-                     cases, compare_fn=_compare_masking, time_limit=20.0,
+                     cases, compare_fn=_compare_masking, time_limit=_time_limit(4),
                      hint="chosen = torch.bernoulli(p where not special, else 0); labels = -100 where not "
                           "chosen; of the chosen: bernoulli(0.8) → [MASK], then bernoulli(0.5) of the "
                           "rest → torch.randint(vocab_size); the others stay")
@@ -699,8 +708,13 @@ def check_mlm_training_step(fn) -> CheckResult:
         history = []
         for ids in batches[:n_steps]:
             attention_mask = (ids != 0).long() if padded else torch.ones_like(ids)
-            ids = ids if padded else torch.where(ids == 0, torch.full_like(ids, 7), ids)
+            ids = ids.clone() if padded else torch.where(ids == 0, torch.full_like(ids, 7), ids)
+            ids_before, mask_before = ids.clone(), attention_mask.clone()
             out = step(model, optimizer, ids, attention_mask, mask_fn, max_grad_norm)
+            for name, before, after in (("input_ids", ids_before, ids),
+                                        ("attention_mask", mask_before, attention_mask)):
+                if not torch.equal(before, after):
+                    return {"mutated": name}
             if isinstance(out, dict):
                 out = {k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v)
                        for k, v in out.items()}
@@ -715,6 +729,9 @@ def check_mlm_training_step(fn) -> CheckResult:
     ]
 
     def cmp(expected, got, **kw):
+        if "mutated" in got:
+            return (f"your function modified its input `{got['mutated']}` in place; the caller still "
+                    f"needs it — build new tensors instead of writing into it")
         for k, (e, s) in enumerate(zip(expected["steps"], got["steps"])):
             if not isinstance(s, dict):
                 return f"step {k + 1}: expected a dict {{'loss': ..., 'masked_accuracy': ...}}, got {type(s).__name__}"
@@ -742,7 +759,7 @@ def check_mlm_training_step(fn) -> CheckResult:
         return train(_ref_mlm_step, n_steps, lr, max_grad_norm, padded)
 
     return run_check("mlm_training_step", learner, reference, cases, compare_fn=cmp,
-                     time_limit=30.0,
+                     time_limit=_time_limit(6),
                      hint="inputs, labels = mask_fn(input_ids); logits = model(inputs, "
                           "attention_mask=attention_mask).logits; F.cross_entropy over (B*T, V) with "
                           "ignore_index=-100; zero_grad, backward, clip_grad_norm_, step")
