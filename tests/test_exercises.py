@@ -215,7 +215,12 @@ def _head(kind):
         W, b = w["bert.pooler.dense.weight"], w["bert.pooler.dense.bias"]
         Wc, bc = w["classifier.weight"], w["classifier.bias"]
         x = {"last": h[:, -1], "mean": h.mean(1)}.get(kind, h[:, 0])
-        pooled = {"no tanh": x @ W.T + b, "no pooler": x}.get(kind, torch.tanh(x @ W.T + b) if kind != "no pooler" else x)
+        if kind == "no pooler":
+            pooled = x
+        elif kind == "no tanh":
+            pooled = x @ W.T + b
+        else:
+            pooled = torch.tanh(x @ W.T + b)
         if kind == "dropout":
             pooled = F.dropout(pooled, 0.5, training=True)
         return pooled @ Wc.T + (0 if kind == "no bias" else bc)
