@@ -346,19 +346,13 @@ def test_ch09_check_names_the_mistake(check, fn, phrase, monkeypatch, capsys):
     assert phrase in result.report(), result.report()
 
 
-def test_ch09_reference_masking_follows_the_rule_and_the_package(monkeypatch):
-    """The check's own rule passes the check; when the package's minillm.mlm exists, the check uses
-    it, and the rule written out in ch09 draws exactly what it draws."""
+def test_ch09_the_packages_masking_passes_the_masking_check(monkeypatch, capsys):
+    """The check's reference is minillm.mlm.mask_tokens; the check must accept it as a learner too
+    (its statistics are judged, not compared with the reference's draws)."""
+    from minillm.mlm import mask_tokens
+
     monkeypatch.setenv("MINILLM_STRICT_CHECKS", "0")
-    assert ch09.check_mask_tokens(lambda ids, **kw: ch09._ref_mask_tokens(ids, **kw), ).passed
-    mlm = pytest.importorskip("minillm.mlm")
-    assert ch09._reference_mask_tokens() is mlm.mask_tokens
-    ids = torch.randint(5, 1000, (16, 64), generator=torch.Generator().manual_seed(0))
-    ids[:, 0], ids[:, -3:] = 2, 0
-    kw = dict(vocab_size=1000, mask_token_id=4, special_ids=(0, 1, 2, 3, 4), mlm_probability=0.15)
-    ours = ch09._ref_mask_tokens(ids, **kw, generator=torch.Generator().manual_seed(1))
-    package = mlm.mask_tokens(ids, **kw, generator=torch.Generator().manual_seed(1))
-    assert all(torch.equal(a, b) for a, b in zip(ours, package))
+    assert ch09.check_mask_tokens(mask_tokens).passed, capsys.readouterr().out
 
 
 def test_ch09_checks_leave_the_global_random_state_alone(monkeypatch, capsys):

@@ -1,7 +1,7 @@
 """Checks for chapter 9's exercises (BERT): MLM masking, the embeddings, classification heads on
 [CLS] and by mean pooling, BIO decoding, entity-level F1, and a whole MLM training step.
 
-Each check compares the learner's function with the package's reference (``BertModel``,
+Each check compares the learner's function with the package's reference (``minillm.mlm``, ``BertModel``,
 ``BertForSequenceClassification``, ``minillm.pretrained.mean_pool``, ``minillm.metrics.ner``) and,
 where the answer is wrong, tries the usual mistakes on the same inputs (no LayerNorm, positions off
 by one, padding in the average, end-exclusive spans...) to say which one it is.
@@ -57,28 +57,6 @@ def _diagnose(got: Any, variants: dict[str, Callable[[], Any]], atol: float) -> 
 
 
 # ----------------------------------------------------------------------------- 1. MLM masking
-
-def _ref_mask_tokens(input_ids: torch.Tensor, *, vocab_size: int, mask_token_id: int,
-                     special_ids: Sequence[int], mlm_probability: float = 0.15,
-                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT's rule (Devlin et al., 2019, §3.1; Hugging Face ``DataCollatorForLanguageModeling``):
-    every non-special position is chosen with probability ``mlm_probability``; a chosen position
-    becomes [MASK] with probability 0.8, a token drawn uniformly from [0, vocab_size) with
-    probability 0.1, and stays unchanged with probability 0.1. ``labels`` hold the original token
-    at chosen positions and -100 elsewhere."""
-    labels, inputs = input_ids.clone(), input_ids.clone()
-    probability = torch.full(input_ids.shape, float(mlm_probability))
-    probability.masked_fill_(torch.isin(input_ids, torch.tensor(list(special_ids))), 0.0)
-    chosen = torch.bernoulli(probability, generator=generator).bool()
-    labels[~chosen] = IGNORE_INDEX
-    to_mask = torch.bernoulli(torch.full(input_ids.shape, 0.8), generator=generator).bool() & chosen
-    to_random = (torch.bernoulli(torch.full(input_ids.shape, 0.5), generator=generator).bool()
-                 & chosen & ~to_mask)
-    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
-    inputs[to_mask] = mask_token_id
-    inputs[to_random] = random_ids[to_random]
-    return inputs, labels
-
 
 @dataclass
 class _MaskRun:
@@ -210,7 +188,11 @@ def _batch(B: int, T: int, V: int, g: torch.Generator, *, pad=0, cls=2, sep=3) -
 
 def check_mask_tokens(fn) -> CheckResult:
     """``fn(input_ids, vocab_size=, mask_token_id=, special_ids=, mlm_probability=0.15,
-    generator=None)`` → ``(inputs, labels)``: BERT's 80/10/10 masking (see :func:`_ref_mask_tokens`)."""
+    generator=None)`` → ``(inputs, labels)``: BERT's rule (Devlin et al., 2019, §3.1), as the
+    package's ``minillm.mlm.mask_tokens``: every non-special position is chosen with probability
+    ``mlm_probability``; a chosen one becomes [MASK] with probability 0.8, a token drawn uniformly
+    from [0, vocab_size) with probability 0.1, and stays unchanged with probability 0.1; ``labels``
+    hold the original token at chosen positions and -100 elsewhere."""
     g = torch.Generator().manual_seed(9)
     specials = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK]
     small = torch.tensor([[2, 17, 18, 19, 3, 0, 0], [2, 20, 21, 22, 23, 24, 3]])
@@ -226,20 +208,13 @@ def check_mask_tokens(fn) -> CheckResult:
         Case((torch.tensor([[2, 3, 0, 0]]), 100, 4, specials, 0.9, 5),
              description="only special tokens: nothing to choose"),
     ]
-    return run_check("mask_tokens", _masking_runner(fn), _masking_runner(_reference_mask_tokens()),
+    from ..mlm import mask_tokens
+
+    return run_check("mask_tokens", _masking_runner(fn), _masking_runner(mask_tokens),
                      cases, compare_fn=_compare_masking, time_limit=_time_limit(4),
                      hint="chosen = torch.bernoulli(p where not special, else 0); labels = -100 where not "
                           "chosen; of the chosen: bernoulli(0.8) → [MASK], then bernoulli(0.5) of the "
                           "rest → torch.randint(vocab_size); the others stay")
-
-
-def _reference_mask_tokens() -> Callable:
-    """The package's masking (``minillm.mlm.mask_tokens``) when present, else the rule above."""
-    try:
-        from ..mlm import mask_tokens
-    except ImportError:
-        return _ref_mask_tokens
-    return mask_tokens
 
 
 # ----------------------------------------------------------------------------- 2. embeddings
@@ -664,9 +639,9 @@ def _ref_mlm_step(model, optimizer, input_ids, attention_mask, mask_fn, max_grad
 
 
 def _seeded_mask_fn(vocab_size: int, specials: tuple[int, ...]):
-    """A masking function with a fixed draw per input (seeded by the ids), so two training runs see
-    the same masks."""
-    mask = _reference_mask_tokens()
+    """The package's masking with a fixed draw per input (seeded by the ids), so two training runs
+    see the same masks."""
+    from ..mlm import mask_tokens as mask
 
     def mask_fn(input_ids):
         seed = int((input_ids * torch.arange(1, input_ids.numel() + 1).view_as(input_ids)).sum())
