@@ -182,6 +182,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.Ten
         k = k.repeat_interleave(nh // nkv, dim=1)  # (B, nh, S, hs): each kv head serves a group
         v = v.repeat_interleave(nh // nkv, dim=1)
     T, S = q.size(-2), k.size(-2)
+    if causal and T == 1:
+        causal = False  # one query, the newest position (decoding with a cache): it sees every key
     _check_mask("mask", mask)
     if bias is not None:
         if not bias.is_floating_point():

@@ -258,3 +258,23 @@ def train_gpt_bpe_shakespeare(progress: bool = True) -> tuple[GPT, dict]:
                     "threads": torch.get_num_threads()},
     }
     return model.eval(), metadata
+
+
+# ----------------------------------------------------------------------------- chapter 9: BERT
+
+@recipe("ch09-bert-en", "ch09: 4-layer English BERT (width 192, 8k WordPiece) pretrained with MLM + "
+        "NSP on Shakespeare and Rotten Tomatoes training text")
+def train_bert_en_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
+    """The chapter-9 English BERT (seed 0); the recipe is ``minillm.models.bert_pretrain``'s."""
+    from .models.bert_pretrain import train_bert_en
+
+    return train_bert_en(progress)
+
+
+@recipe("ch09-bert-zh-char", "ch09: 4-layer character-level Chinese BERT (width 192) pretrained "
+        "with MLM on People's Daily and Chinese review training text")
+def train_bert_zh_char_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
+    """The chapter-9 character-level Chinese BERT (seed 0), from ``minillm.models.bert_pretrain``."""
+    from .models.bert_pretrain import train_bert_zh_char
+
+    return train_bert_zh_char(progress)

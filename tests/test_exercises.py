@@ -146,3 +146,220 @@ def test_check_with_a_wrong_root_is_an_error(tmp_path, capsys):
     assert "no solutions notebooks" in capsys.readouterr().err
     assert main(["--check", "--root", str(ROOT)]) == 0
     assert "in sync" in capsys.readouterr().out
+
+
+# ----- chapter 9: every check fails on each usual mistake, and says which one it is -----
+# (the solutions pass: test_check_passes_on_solution_and_fails_on_stub runs them)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from minillm.checks import ch09  # noqa: E402
+from minillm.metrics.ner import bio_to_spans as _spans, entity_scores as _entity_scores  # noqa: E402
+
+
+def _masker(*, specials_ok=False, minus100=True, labels_from_inputs=False, split=(0.8, 0.5),
+            use_generator=True, random_high=None, in_place=False):
+    """BERT's masking with one thing changed."""
+    def mask_tokens(input_ids, vocab_size, mask_token_id, special_ids, mlm_probability=0.15,
+                    generator=None):
+        gen = generator if use_generator else None
+        special = torch.isin(input_ids, torch.tensor(list(special_ids)))
+        prob = torch.full(input_ids.shape, float(mlm_probability))
+        chosen = torch.bernoulli(prob if specials_ok else prob.masked_fill(special, 0.0), generator=gen).bool()
+        to_mask = torch.bernoulli(torch.full(input_ids.shape, split[0]), generator=gen).bool() & chosen
+        to_random = (torch.bernoulli(torch.full(input_ids.shape, split[1]), generator=gen).bool()
+                     & chosen & ~to_mask)
+        random_ids = torch.randint(random_high or vocab_size, input_ids.shape, generator=gen)
+        inputs = torch.where(to_random, random_ids, input_ids.masked_fill(to_mask, mask_token_id))
+        labels = (inputs if labels_from_inputs else input_ids).clone()
+        if minus100:
+            labels[~chosen] = -100
+        if in_place:
+            input_ids.copy_(inputs)
+            inputs = input_ids
+        return inputs, labels
+    return mask_tokens
+
+
+def _every_kth(input_ids, vocab_size, mask_token_id, special_ids, mlm_probability=0.15, generator=None):
+    """Always the same positions, all [MASK]."""
+    special = torch.isin(input_ids, torch.tensor(list(special_ids)))
+    k = round(1 / mlm_probability) if mlm_probability > 0 else input_ids.numel() + 1
+    chosen = (torch.arange(input_ids.numel()).view_as(input_ids) % k == 0) & ~special
+    return input_ids.masked_fill(chosen, mask_token_id), input_ids.masked_fill(~chosen, -100)
+
+
+def _embedder(*, norm=True, affine=True, positions=True, types=True, offset=0, eps=None,
+              eps_outside=False, none_types_crash=False):
+    def bert_embeddings(input_ids, token_type_ids, weights, e):
+        T = input_ids.size(1)
+        x = weights["word_embeddings.weight"][input_ids]
+        if types:
+            tt = token_type_ids if (token_type_ids is not None or none_types_crash) else torch.zeros_like(input_ids)
+            x = x + weights["token_type_embeddings.weight"][tt]
+        if positions:
+            x = x + weights["position_embeddings.weight"][torch.arange(offset, offset + T)]
+        if not norm:
+            return x
+        w, b = (weights["LayerNorm.weight"], weights["LayerNorm.bias"]) if affine else (None, None)
+        if eps_outside:
+            mu, sd = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True).sqrt()
+            return (x - mu) / (sd + e) * w + b
+        return F.layer_norm(x, (x.size(-1),), w, b, e if eps is None else eps)
+    return bert_embeddings
+
+
+def _head(kind):
+    def cls_classifier(h, w):
+        W, b = w["bert.pooler.dense.weight"], w["bert.pooler.dense.bias"]
+        Wc, bc = w["classifier.weight"], w["classifier.bias"]
+        x = {"last": h[:, -1], "mean": h.mean(1)}.get(kind, h[:, 0])
+        if kind == "no pooler":
+            pooled = x
+        elif kind == "no tanh":
+            pooled = x @ W.T + b
+        else:
+            pooled = torch.tanh(x @ W.T + b)
+        if kind == "dropout":
+            pooled = F.dropout(pooled, 0.5, training=True)
+        return pooled @ Wc.T + (0 if kind == "no bias" else bc)
+    return cls_classifier
+
+
+def _spans_variant(kind):
+    def bio_to_spans(tags):
+        if kind == "exclusive":
+            return [(k, a, b + 1) for k, a, b in _spans(tags)]
+        if kind == "drop last":
+            return [s for s in _spans(tags) if s[2] != len(tags) - 1]
+        out, start, kind_ = [], -1, ""  # "strict": only B- opens an entity
+        for i, t in enumerate(list(tags) + ["O"]):
+            if start >= 0 and t != f"I-{kind_}":
+                out.append((kind_, start, i - 1))
+                start = -1
+            if t.startswith("B-"):
+                start, kind_ = i, t[2:]
+        return out
+    return bio_to_spans
+
+
+def _prf(tp, n_pred, n_gold):
+    p, r = (tp / n_pred if n_pred else 0.0), (tp / n_gold if n_gold else 0.0)
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def _f1_variant(kind):
+    def entity_f1(true_tags, pred_tags, decode):
+        if kind == "merged":
+            gold = {s for t in true_tags for s in decode(t)}
+            pred = {s for t in pred_tags for s in decode(t)}
+            return _prf(len(gold & pred), len(pred), len(gold))
+        if kind == "tokens":
+            pairs = [(a, b) for t, p in zip(true_tags, pred_tags) for a, b in zip(t, p)]
+            return _prf(sum(a == b != "O" for a, b in pairs), sum(b != "O" for _, b in pairs),
+                        sum(a != "O" for a, _ in pairs))
+        s = _entity_scores(true_tags, pred_tags)
+        if kind == "macro":
+            return s.macro.precision, s.macro.recall, s.macro.f1
+        if kind == "zero division":
+            gold = {(k, *x) for k, t in enumerate(true_tags) for x in decode(t)}
+            pred = {(k, *x) for k, t in enumerate(pred_tags) for x in decode(t)}
+            p, r = len(gold & pred) / len(pred), len(gold & pred) / len(gold)
+            return p, r, 2 * p * r / (p + r)
+        return s.micro.recall, s.micro.precision, s.micro.f1  # "swapped"
+    return entity_f1
+
+
+def _stepper(kind):
+    def mlm_training_step(model, optimizer, input_ids, attention_mask, mask_fn, max_grad_norm=1.0):
+        inputs, labels = mask_fn(input_ids)
+        kw = {} if kind == "no attention mask" else {"attention_mask": attention_mask}
+        logits = model(inputs, **kw).logits
+        target = torch.where(labels == -100, input_ids, labels) if kind == "all positions" else labels
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100)
+        chosen = labels != -100
+        hit = logits.argmax(-1) == labels
+        accuracy = (hit.float().mean() if kind == "accuracy over all" else hit[chosen].float().mean()).item()
+        if kind != "no zero_grad":
+            optimizer.zero_grad()
+        loss.backward()
+        if kind != "no clipping":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        if kind != "no step":
+            optimizer.step()
+        return {"loss": loss.item(), "masked_accuracy": accuracy}
+    return mlm_training_step
+
+
+CH09_MISTAKES = [
+    ("check_mask_tokens", _masker(specials_ok=True), "special/padding positions were chosen"),
+    ("check_mask_tokens", _masker(minus100=False), "labels are not -100 anywhere"),
+    ("check_mask_tokens", _masker(labels_from_inputs=True), "hold the replaced tokens"),
+    ("check_mask_tokens", _masker(split=(1.0, 0.5)), "turned into [MASK]"),
+    ("check_mask_tokens", _masker(split=(0.1, 8 / 9)), "turned into [MASK]"),
+    ("check_mask_tokens", _masker(split=(0.8, 0.0)), "given a random token"),
+    ("check_mask_tokens", _masker(use_generator=False), "generators seeded alike gave different masks"),
+    ("check_mask_tokens", _masker(random_high=5), "80% [MASK], 10% random, 10% unchanged"),
+    ("check_mask_tokens", _masker(in_place=True), "modified its input `input_ids`"),
+    ("check_mask_tokens", _every_kth, "expected about"),
+    ("check_bert_embeddings", _embedder(norm=False), "the LayerNorm is missing"),
+    ("check_bert_embeddings", _embedder(affine=False), "ignores its weight and bias"),
+    ("check_bert_embeddings", _embedder(positions=False), "position embeddings are missing"),
+    ("check_bert_embeddings", _embedder(types=False), "segment (token type) embeddings are missing"),
+    ("check_bert_embeddings", _embedder(offset=1), "positions are off by one"),
+    ("check_bert_embeddings", _embedder(eps=1e-5), "wrong epsilon"),
+    ("check_bert_embeddings", _embedder(eps_outside=True), "outside the square root"),
+    ("check_bert_embeddings", _embedder(none_types_crash=True), "case 2 (token_type_ids=None"),
+    ("check_cls_classifier", _head("no tanh"), "tanh is missing"),
+    ("check_cls_classifier", _head("no pooler"), "the pooler is skipped"),
+    ("check_cls_classifier", _head("last"), "pools the last position"),
+    ("check_cls_classifier", _head("mean"), "averages all positions"),
+    ("check_cls_classifier", _head("no bias"), "values differ"),
+    ("check_cls_classifier", _head("dropout"), "values differ"),
+    ("check_mean_pool", lambda h, m: h.mean(1), "padding positions were averaged too"),
+    ("check_mean_pool", lambda h, m: (h * m[..., None].to(h.dtype)).sum(1), "the sum, not the average"),
+    ("check_mean_pool", lambda h, m: (h * m[..., None]).sum(1) / m.sum(1, keepdim=True), "NaN"),
+    ("check_bio_to_spans", _spans_variant("exclusive"), "(inclusive), not one past it"),
+    ("check_bio_to_spans", _spans_variant("drop last"), "at the very end of the sequence is missing"),
+    ("check_bio_to_spans", _spans_variant("strict"), "starts a new entity"),
+    ("check_entity_f1", _f1_variant("merged"), "identified by its sentence too"),
+    ("check_entity_f1", _f1_variant("tokens"), "token-level scores"),
+    ("check_entity_f1", _f1_variant("macro"), "macro average"),
+    ("check_entity_f1", _f1_variant("zero division"), "ZeroDivisionError"),
+    ("check_entity_f1", _f1_variant("swapped"), "expected 0.5, got 0.666"),
+    ("check_mlm_training_step", _stepper("all positions"), "over the chosen positions only"),
+    ("check_mlm_training_step", _stepper("no attention mask"), "case 2 (one step, padded rows"),
+    ("check_mlm_training_step", _stepper("no zero_grad"), "call optimizer.zero_grad() every step"),
+    ("check_mlm_training_step", _stepper("no clipping"), "case 3 (one step, max_grad_norm=0.05"),
+    ("check_mlm_training_step", _stepper("no step"), "the update does not"),
+    ("check_mlm_training_step", _stepper("accuracy over all"), "['masked_accuracy']"),
+]
+
+
+@pytest.mark.parametrize("check,fn,phrase", CH09_MISTAKES,
+                         ids=[f"09-{c}-{k}" for k, (c, _, _) in enumerate(CH09_MISTAKES)])
+def test_ch09_check_names_the_mistake(check, fn, phrase, monkeypatch, capsys):
+    monkeypatch.setenv("MINILLM_STRICT_CHECKS", "0")
+    result = getattr(ch09, check)(fn)
+    assert not result.passed, f"{check} passes a wrong function (expected it to say {phrase!r})"
+    assert phrase in result.report(), result.report()
+
+
+def test_ch09_the_packages_masking_passes_the_masking_check(monkeypatch, capsys):
+    """The check's reference is minillm.mlm.mask_tokens; the check must accept it as a learner too
+    (its statistics are judged, not compared with the reference's draws)."""
+    from minillm.mlm import mask_tokens
+
+    monkeypatch.setenv("MINILLM_STRICT_CHECKS", "0")
+    assert ch09.check_mask_tokens(mask_tokens).passed, capsys.readouterr().out
+
+
+def test_ch09_checks_leave_the_global_random_state_alone(monkeypatch, capsys):
+    monkeypatch.setenv("MINILLM_STRICT_CHECKS", "0")
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    ch09.check_bert_embeddings(_embedder())
+    ch09.check_cls_classifier(_head("ok"))
+    ch09.check_mlm_training_step(_stepper("ok"))
+    assert torch.equal(torch.get_rng_state(), state)

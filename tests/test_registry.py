@@ -41,8 +41,12 @@ def test_every_leaderboard_row_holds_a_scorer_without_arguments():
 def test_shipped_checkpoints_match_their_recipes():
     from minillm.checkpoint import read_checkpoint_config
 
-    for name in ("tour-bigram", "ch04-mlp-shakespeare", "ch05-lstm-shakespeare",
-                 "ch06-seq2seq-en-es", "ch08-gpt-shakespeare"):
+    from minillm.hub import SHIPPED_DIR
+
+    shipped = sorted(p.name for p in SHIPPED_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    assert {"tour-bigram", "ch08-gpt-shakespeare", "ch09-bert-en", "ch09-bert-zh-char"} <= set(shipped)
+    for name in shipped:  # every shipped checkpoint was written by its registered recipe's version
+        assert name in RECIPES, f"{name} is shipped but no recipe of that name is registered"
         meta = read_checkpoint_config(shipped_path(name))["metadata"]
         assert meta["recipe"] == name and meta["recipe_version"] == RECIPES[name].version
 

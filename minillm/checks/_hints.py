@@ -32,10 +32,23 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                 'hints': ['candidates = beam_scores[..., None] + log_probs, reshape to (B, K*V), '
                           'topk(k); index // V and % V'],
                 'notebook': '06_seq2seq.ipynb'}],
+ 'bert_embeddings': [{'function': 'bert_embeddings',
+                      'hints': ['index the tables with the ids: '
+                                'weights["word_embeddings.weight"][input_ids] is (B, T, C); '
+                                'positions are torch.arange(T)',
+                                'F.layer_norm(x, (C,), weights["LayerNorm.weight"], '
+                                'weights["LayerNorm.bias"], eps)'],
+                      'notebook': '09_bert.ipynb'}],
  'bigram_counts': [{'function': 'bigram_counts',
                     'hints': ['flatten each pair (a, b) to one index a * V + b and count with '
                               'torch.bincount'],
                     'notebook': '00_tour.ipynb'}],
+ 'bio_to_spans': [{'function': 'bio_to_spans',
+                   'hints': ['keep the open entity (start, type) while you walk the tags; close it '
+                             '(end = i - 1) before O, a B-, or an I- of another type',
+                             'after the loop, close an entity that is still open (end = len(tags) '
+                             '- 1)'],
+                   'notebook': '09_bert.ipynb'}],
  'bpe_tokenizer': [{'function': 'bpe_tokenizer',
                     'hints': ['words = Counter(tuple(ids[bytes([b])] for b in '
                               'piece.encode("utf-8")) for piece in regex.findall(GPT2_PATTERN, '
@@ -74,6 +87,10 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                                   '1)) counts n-grams; take the max count over references, then '
                                   'sum min(count, max_ref_count)'],
                         'notebook': '02_measuring_language.ipynb'}],
+ 'cls_classifier': [{'function': 'cls_classifier',
+                     'hints': ['h = last_hidden_state[:, 0] is [CLS] (B, C); pooled = torch.tanh(h '
+                               '@ W_pool.T + b_pool); logits = pooled @ W_cls.T + b_cls'],
+                     'notebook': '09_bert.ipynb'}],
  'context_windows': [{'function': 'make_windows',
                       'hints': ['prepend context-1 copies of pad_id, then take the `context` ids '
                                 'ending at each position'],
@@ -114,6 +131,10 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                           'hints': ['F.one_hot(ids, num_classes=weight.size(0)) gives integers: '
                                     'convert them with .to(weight.dtype)'],
                           'notebook': '04_neural_lm.ipynb'}],
+ 'entity_f1': [{'function': 'entity_f1',
+                'hints': ['gold = {(k, *span) for k, tags in enumerate(true_tags) for span in '
+                          'decode(tags)}; the same for pred; tp = len(gold & pred)'],
+                'notebook': '09_bert.ipynb'}],
  'generate_with_cache': [{'function': 'generate_with_cache',
                           'hints': ['cache = KVCache(model.config, idx.size(0)); logits = '
                                     'model(new, past_key_values=cache)[:, -1] where new is the '
@@ -159,6 +180,13 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                    'hints': ['prepend context-1 copies of pad_id, then take the `context` ids '
                              'ending at each position'],
                    'notebook': '04_neural_lm.ipynb'}],
+ 'mask_tokens': [{'function': 'mask_tokens',
+                  'hints': ['chosen = torch.bernoulli(a (B, T) tensor of mlm_probability, 0 at '
+                            'special positions — torch.isin helps, generator=generator).bool()',
+                            'labels = input_ids with -100 where not chosen; to_mask = '
+                            'bernoulli(0.8) & chosen; to_random = bernoulli(0.5) & chosen & '
+                            '~to_mask; random ids from torch.randint(vocab_size, shape)'],
+                  'notebook': '09_bert.ipynb'}],
  'masked_softmax': [{'function': 'masked_softmax',
                      'hints': ['fill the masked scores with float("-inf") '
                                '(scores.masked_fill(~mask, ...)), then torch.softmax'],
@@ -166,6 +194,10 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
  'mean_nll': [{'function': 'mean_nll',
                'hints': ['index probs with (ids[:-1], ids[1:]), then take -log and the mean'],
                'notebook': '00_tour.ipynb'}],
+ 'mean_pool': [{'function': 'mean_pool',
+                'hints': ['m = attention_mask.to(last_hidden_state.dtype)[:, :, None] is (B, T, '
+                          '1); sum h * m over T and divide by m.sum(1).clamp(min=1e-9)'],
+                'notebook': '09_bert.ipynb'}],
  'merge': [{'function': 'merge',
             'hints': ['walk with an index i; at a match append new_id and jump 2, otherwise append '
                       'ids[i] and step 1'],
@@ -174,6 +206,16 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                 'hints': ['divide each row by its sum (keepdims=True); use np.divide(..., '
                           'where=totals > 0) for empty rows'],
                 'notebook': '01_ngrams.ipynb'}],
+ 'mlm_training_step': [{'function': 'mlm_training_step',
+                        'hints': ['inputs, labels = mask_fn(input_ids); logits = model(inputs, '
+                                  'attention_mask=attention_mask).logits',
+                                  'loss = F.cross_entropy(logits.reshape(-1, V), '
+                                  'labels.reshape(-1), ignore_index=-100); accuracy over labels != '
+                                  '-100',
+                                  'optimizer.zero_grad(); loss.backward(); '
+                                  'torch.nn.utils.clip_grad_norm_(model.parameters(), '
+                                  'max_grad_norm); optimizer.step()'],
+                        'notebook': '09_bert.ipynb'}],
  'mlp_forward': [{'function': 'mlp_forward',
                   'hints': ['emb[windows] is (B, N, C); flatten the last two dimensions into (B, '
                             'N*C)'],

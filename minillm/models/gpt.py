@@ -353,11 +353,22 @@ class GPT(nn.Module):
         x = self._embed(input_ids, inputs_embeds, position_ids, past)  # (B, T, C)
         B, T = x.shape[:2]
         mask = self._mask(attention_mask, B, T, past, x.dtype)
+        return self._blocks(x, mask, past_key_values)
+
+    def _blocks(self, x: torch.Tensor, mask: torch.Tensor | None, past) -> torch.Tensor:
+        """Embedded input (B, T, C) → final hidden states (B, T, C); advances a KVCache."""
         for i, block in enumerate(self.transformer.h):
-            x = block(x, mask, past_key_values, i)
-        if isinstance(past_key_values, KVCache):
-            past_key_values.length += T
+            x = block(x, mask, past, i)
+        if isinstance(past, KVCache):
+            past.length += x.size(1)
         return self.transformer.ln_f(x)
+
+    def _decode_hidden(self, ids: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        """:meth:`hidden_states` for ``generate``'s inner loop, which checked its prompt once: no
+        per-step validation (it would cost as much as a small layer's attention)."""
+        past = cache.length if cache is not None else 0
+        pos = self.transformer.wpe.weight[past:past + ids.size(1)]  # (T, C)
+        return self._blocks(self.transformer.drop(self.transformer.wte(ids) + pos), None, cache)
 
     def forward(self, input_ids: torch.Tensor | None = None, *,
                 inputs_embeds: torch.Tensor | None = None,
@@ -423,9 +434,9 @@ class GPT(nn.Module):
         for _ in range(max_new_tokens):
             if cache is not None and length <= block:
                 new = out[:, cache.length:length]  # the prompt first, then one token per step
-                h = self.hidden_states(new, past_key_values=cache)[:, -1]  # (B, C) the last position only
+                h = self._decode_hidden(new, cache)[:, -1]  # (B, C) the last position only
             else:  # no cache, or the window slid past it (learned positions cannot shift)
-                h = self.hidden_states(out[:, max(0, length - block):length])[:, -1]
+                h = self._decode_hidden(out[:, max(0, length - block):length], None)[:, -1]
             logits = self.lm_head(h)  # (B, V)
             out[:, length:length + 1] = sample_next(logits, **pick)
             length += 1
@@ -446,7 +457,7 @@ class GPT(nn.Module):
 
         def step(prefix: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
             new = prefix[:, cache.length:]  # the prompt first, then each beam's last token
-            return self.lm_head(self.hidden_states(new, past_key_values=cache)[:, -1]), cache  # (B·k, V)
+            return self.lm_head(self._decode_hidden(new, cache)[:, -1]), cache  # (B·k, V)
 
         def reorder(cache: KVCache, rows: torch.Tensor) -> KVCache:
             cache.reorder(rows)  # each surviving beam inherits its parent's keys and values
