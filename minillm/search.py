@@ -17,6 +17,10 @@ maximises the raw score, which favours short outputs; 1.0 compares the average l
 token. A finished hypothesis stays in its beam slot and is only extended by padding at log-prob 0,
 so ``num_beams=1`` is exactly greedy decoding.
 
+:func:`hf_beam_search` is Hugging Face ``generate``'s variant (used by T5, whose parity tests compare
+tokens with transformers): a hypothesis that ends *leaves* the running beams for a list of finished
+ones, so all ``num_beams`` slots keep exploring. The two agree when no hypothesis ends early.
+
 Shape letters: B batch (sentences), K beams per sentence, N rows (B or B*K), t steps so far,
 V vocabulary, L generated length.
 """
@@ -218,3 +222,79 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int |
              else beam_scores / lengths.view(B, K).clamp(min=1).float().pow(length_penalty))  # (B, K)
     best = offsets.squeeze(1) + final.argmax(dim=1)  # (B,) row of each sentence's winner
     return SearchOutput(prefix[best, start:], beam_scores.reshape(N)[best], lengths[best])
+
+
+@torch.no_grad()
+def hf_beam_search(step_fn: StepFn, state: Any, *, batch_size: int, bos_id: int, eos_id: int | None, pad_id: int,
+                   max_new_tokens: int, num_beams: int, length_penalty: float = 1.0,
+                   reorder_fn: ReorderFn | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """Hugging Face ``generate``'s beam search (transformers 5, ``early_stopping=False``), over the
+    same ``step_fn(prefix (N, t), state) -> (logits (N, V), state)`` interface as
+    :func:`minillm.search.beam_search`; returns (B, 1 + L) ids starting with ``bos_id``.
+
+    It differs from :func:`minillm.search.beam_search` in where finished hypotheses live: here a
+    hypothesis that ends leaves the K running beams for a separate list of the K best finished ones
+    (ranked by score / length**length_penalty), so K beams keep exploring; there it keeps its beam
+    slot. The two agree until a hypothesis ends, then can pick different outputs. Each step takes
+    the 2K best continuations (so K non-ending ones always exist); an ending one is kept only if it
+    is among the K best; the search stops when every sentence's best running beam, normalised by the
+    current length, cannot beat its worst finished one (HF's heuristic), or at ``max_new_tokens``.
+    """
+    B = check_int("batch_size", batch_size, low=1)
+    K = check_int("num_beams", num_beams, low=1)
+    max_len = 1 + check_int("max_new_tokens", max_new_tokens, low=1)
+    for name, value in (("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id)):
+        check_int(name, value, low=0, allow_none=name == "eos_id")
+    length_penalty = check_float("length_penalty", length_penalty)
+    running = torch.full((B, K, max_len), pad_id, dtype=torch.long, device=device)
+    running[:, :, 0] = bos_id
+    running_scores = torch.zeros(B, K, device=device)
+    running_scores[:, 1:] = -1.0e9  # all beams start identical: only the first expands
+    finished = torch.full((B, K, max_len), pad_id, dtype=torch.long, device=device)
+    finished_scores = torch.full((B, K), -1.0e9, device=device)
+    finished_len = torch.zeros(B, K, dtype=torch.long, device=device)
+    is_finished = torch.zeros(B, K, dtype=torch.bool, device=device)
+    improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
+    top_k_mask = torch.arange(2 * K, device=device) < K  # (2K,) only these may be finalised
+    cur = 1
+    while cur < max_len:
+        logits, state = step_fn(running.view(B * K, max_len)[:, :cur], state)
+        logp = F.log_softmax(logits.float(), dim=-1)  # (B·K, V)
+        V = logp.size(-1)
+        acc = (logp.view(B, K, V) + running_scores[:, :, None]).view(B, K * V)
+        top_scores, top_idx = acc.topk(2 * K, dim=1)  # (B, 2K)
+        beam, token = top_idx // V, top_idx % V
+        cand = running.gather(1, beam[:, :, None].expand(B, 2 * K, max_len)).clone()  # (B, 2K, max_len)
+        cand[:, :, cur] = token
+        hits = token == eos_id if eos_id is not None else torch.zeros_like(token, dtype=torch.bool)
+        hits = hits | (cur + 1 >= max_len)  # (B, 2K) ended: end token, or the length limit
+        # the K best continuations that did not end keep running
+        keep_scores, keep = (top_scores + hits.float() * -1.0e9).topk(K, dim=1)  # (B, K)
+        running = cand.gather(1, keep[:, :, None].expand(B, K, max_len))
+        running_scores = keep_scores
+        rows = (beam.gather(1, keep) + torch.arange(B, device=device)[:, None] * K).view(B * K)
+        # ended ones among the K best join the finished list if they beat its worst
+        just = hits & top_k_mask[None, :]
+        norm = top_scores / float(cur) ** length_penalty  # cur + 1 - prompt length (1)
+        norm = norm + (~improvable).float() * -1.0e9 + (~just).float() * -1.0e9
+        merged = torch.cat([finished_scores, norm], dim=1)  # (B, 3K)
+        pick = merged.topk(K, dim=1).indices  # (B, K)
+        finished = torch.cat([finished, cand], dim=1).gather(1, pick[:, :, None].expand(B, K, max_len))
+        finished_scores = merged.gather(1, pick)
+        finished_len = torch.cat([finished_len, torch.full_like(token, cur)], dim=1).gather(1, pick)
+        is_finished = torch.cat([is_finished, just], dim=1).gather(1, pick)
+        if reorder_fn is not None:
+            state = reorder_fn(state, rows)
+        cur += 1
+        best_running = running_scores[:, :1] / float(cur - 1) ** length_penalty  # (B, 1)
+        worst = torch.where(is_finished, finished_scores.min(dim=1, keepdim=True).values,
+                            torch.full_like(finished_scores, -1.0e9))  # (B, K)
+        improvable = improvable & (best_running > worst).any(dim=-1, keepdim=True)
+        if not bool(improvable.any()) or bool(hits.all()):
+            break
+    L = int(finished_len[:, 0].max())
+    return finished[:, 0, :1 + L]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face configs

@@ -270,7 +270,7 @@ def test_generate_tokens_match_hf(variant, num_beams):
 
 def test_hf_beam_search_equals_course_beam_search_without_an_end_token():
     """With no end token nothing finishes early, and the two beam searches are the same search."""
-    from minillm.models.t5 import hf_beam_search
+    from minillm.search import hf_beam_search
     from minillm.search import beam_search
 
     ours = T5ForConditionalGeneration.from_hf(hf_t5("v1.1", vocab_size=20))
