@@ -18,10 +18,8 @@ keys, C hidden size, nh heads, hs head size (C // nh), V vocabulary, L labels.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import pickle
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -36,6 +34,7 @@ from ..attention import attend, merge_heads, split_heads
 from ..validation import (check_bool, check_choice, check_float, check_index_range, check_int,
                           check_shape, check_tensor, check_token_ids)
 from .gpt import gelu_new
+from .hf_io import read_hf_directory, write_hf_directory
 
 ACTIVATIONS = {"gelu": F.gelu, "gelu_new": gelu_new, "relu": F.relu,
                "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
@@ -756,60 +755,20 @@ def _load_hf_state_dict(model: BertPreTrainedModel, state: dict[str, torch.Tenso
 
 
 def _from_pretrained(cls, directory: str | os.PathLike):
-    directory = Path(directory)
-    expected = "expected a Hugging Face BERT directory (config.json + model.safetensors or pytorch_model.bin)"
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} is not a directory: {expected}")
-    if not (directory / "config.json").is_file():
-        raise FileNotFoundError(f"{directory} has no config.json: {expected}")
-    weights = next((directory / n for n in ("model.safetensors", "pytorch_model.bin")
-                    if (directory / n).is_file()), None)
-    if weights is None:
-        raise FileNotFoundError(f"{directory} has no model.safetensors or pytorch_model.bin: {expected}")
-    try:
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{directory / 'config.json'} is not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{directory / 'config.json'} must hold a JSON object, got {type(config).__name__}")
-    if "format_version" in config and "config" in config:
-        raise ValueError(f"{directory} is a minillm checkpoint, not a Hugging Face BERT directory: "
-                         "load it with minillm.checkpoint.load_checkpoint")
-    if config.get("model_type", "bert") != "bert":
-        raise ValueError(f"{directory} holds a {config.get('model_type')!r} model, expected 'bert'")
+    config, state = read_hf_directory(directory, "bert", what="BERT")
     model = cls(config_from_hf(config))
-    try:
-        if weights.suffix == ".safetensors":
-            from safetensors import SafetensorError
-            from safetensors.torch import load_file
-            try:
-                state = load_file(str(weights))
-            except SafetensorError as err:
-                raise OSError(str(err)) from None
-        else:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        raise ValueError(f"{weights} cannot be read ({err})") from None
     _load_hf_state_dict(model, state)
     return model.eval()
 
 
 def _save_pretrained(model: BertPreTrainedModel, directory: str | os.PathLike) -> Path:
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise FileExistsError(f"{directory} is a file: save_pretrained needs a directory")
-    directory.mkdir(parents=True, exist_ok=True)
     tensors, seen = {}, set()
     for name, t in model.state_dict(keep_vars=True).items():
         if id(t) in seen:  # a tied alias (the MLM decoder): Hugging Face re-ties it on loading
             continue
         seen.add(id(t))
-        tensors[name] = t.detach().contiguous().cpu()
-    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(_hf_config_dict(model), indent=2), encoding="utf-8")
-    return directory
+        tensors[name] = t
+    return write_hf_directory(directory, _hf_config_dict(model), tensors)
 
 
 __all__ = ["BertConfig", "BertModel", "BertForMaskedLM", "BertForNextSentencePrediction",

@@ -20,7 +20,6 @@ Shape letters: B batch, T time (tokens in this call), L tokens already in the ca
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from torch import nn
 from ..attention import attend
 from ..sampling import check_generate_args, sample_next
 from ..search import beam_search
+from .hf_io import read_hf_directory, write_hf_directory
 from ..validation import check_bool, check_choice, check_float, check_int, check_tensor, check_token_ids
 
 IDS = "idx (int64/int32 token ids, shape (B, T))"  # how errors name the model's input
@@ -531,66 +531,33 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "GPT":
-        """Load a Hugging Face GPT-2 directory (``config.json`` + ``model.safetensors``).
+        """Load a Hugging Face GPT-2 directory (``config.json`` + ``model.safetensors`` or
+        ``pytorch_model.bin``; :func:`minillm.models.hf_io.read_hf_directory`).
 
         Raises ``FileNotFoundError`` for a missing directory or file, ``ValueError`` naming the
         problem for anything else that is not a GPT-2 directory (a minillm checkpoint, a corrupt
         or mismatched file, a tensor of the wrong shape).
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"{directory} is not a directory: expected a Hugging Face GPT-2 "
-                                    "directory (config.json + model.safetensors)")
-        for name in ("config.json", "model.safetensors"):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory} has no {name}: expected a Hugging Face GPT-2 "
-                                        "directory (config.json + model.safetensors)")
-        try:
-            config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{directory / 'config.json'} is not valid JSON ({err})") from None
-        if not isinstance(config, dict):
-            raise ValueError(f"{directory / 'config.json'} must hold a JSON object, got "
-                             f"{type(config).__name__}")
-        if "format_version" in config and "config" in config:
-            raise ValueError(f"{directory} is a minillm checkpoint, not a Hugging Face GPT-2 "
-                             "directory: load it with minillm.checkpoint.load_checkpoint")
-        if config.get("model_type", "gpt2") != "gpt2":
-            raise ValueError(f"{directory} holds a {config.get('model_type')!r} model, expected 'gpt2'")
+        config, state = read_hf_directory(directory, "gpt2", what="GPT-2")
         gpt = cls(cls.config_from_hf(config))
-        try:
-            state = load_file(str(directory / "model.safetensors"))
-        except (SafetensorError, OSError) as err:
-            raise ValueError(f"{directory / 'model.safetensors'} cannot be read ({err})") from None
         gpt.load_hf_state_dict(state)
         return gpt.eval()
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write a Hugging Face GPT-2 directory that ``GPT2LMHeadModel.from_pretrained`` can load."""
-        from safetensors.torch import save_file
-
         c = self.config
         if not (c.pre_ln and c.bias):
             raise ValueError(f"only GPT-2-style models (pre_ln=True, bias=True) can be saved for HF, "
                              f"got pre_ln={c.pre_ln}, bias={c.bias}")
         act = {"gelu_new": "gelu_new", "gelu_tanh": "gelu_pytorch_tanh", "gelu": "gelu"}[c.activation]
-        directory = Path(directory)
-        if directory.exists() and not directory.is_dir():
-            raise FileExistsError(f"{directory} is a file: save_pretrained needs a directory")
-        directory.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for name, t in self.state_dict().items():
             if name == "lm_head.weight" and c.tie_weights:
                 continue
-            tensors[name] = (t.t() if name.endswith(CONV1D_WEIGHTS) else t).contiguous().cpu()
-        save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+            tensors[name] = t.t() if name.endswith(CONV1D_WEIGHTS) else t
         hf = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=c.vocab_size,
                   n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
                   n_inner=None, activation_function=act, layer_norm_epsilon=c.layer_norm_eps,
                   resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout,
                   tie_word_embeddings=c.tie_weights, bos_token_id=None, eos_token_id=None)
-        (directory / "config.json").write_text(json.dumps(hf, indent=2), encoding="utf-8")
-        return directory
+        return write_hf_directory(directory, hf, tensors)

@@ -28,9 +28,7 @@ K beams.
 
 from __future__ import annotations
 
-import json
 import os
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -44,6 +42,7 @@ from ..attention import attend, merge_heads
 from ..norms import RMSNorm
 from ..sampling import check_generate_args, sample_next
 from ..search import hf_beam_search
+from .hf_io import read_hf_directory, write_hf_directory
 from ..validation import (check_bool, check_choice, check_float, check_index_range, check_int,
                           check_shape, check_tensor)
 from .gpt import gelu_new
@@ -613,37 +612,8 @@ class T5PreTrainedModel(nn.Module):
     def from_pretrained(cls, directory: str | os.PathLike):
         """Load a Hugging Face T5 directory (``config.json`` + ``model.safetensors`` or
         ``pytorch_model.bin``), in eval mode."""
-        directory = Path(directory)
-        expected = "expected a Hugging Face T5 directory (config.json + model.safetensors)"
-        if not directory.is_dir():
-            raise FileNotFoundError(f"{directory} is not a directory: {expected}")
-        if not (directory / "config.json").is_file():
-            raise FileNotFoundError(f"{directory} has no config.json: {expected}")
-        weights = next((directory / n for n in ("model.safetensors", "pytorch_model.bin")
-                        if (directory / n).is_file()), None)
-        if weights is None:
-            raise FileNotFoundError(f"{directory} has no model.safetensors or pytorch_model.bin: {expected}")
-        try:
-            config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{directory / 'config.json'} is not valid JSON ({err})") from None
-        if not isinstance(config, dict):
-            raise ValueError(f"{directory / 'config.json'} must hold a JSON object")
-        if config.get("model_type", "t5") != "t5":
-            raise ValueError(f"{directory} holds a {config.get('model_type')!r} model, expected 't5'")
+        config, state = read_hf_directory(directory, "t5", what="T5")
         model = cls(config_from_hf(config))
-        try:
-            if weights.suffix == ".safetensors":
-                from safetensors import SafetensorError
-                from safetensors.torch import load_file
-                try:
-                    state = load_file(str(weights))
-                except SafetensorError as err:
-                    raise OSError(str(err)) from None
-            else:
-                state = torch.load(weights, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
-            raise ValueError(f"{weights} cannot be read ({err})") from None
         model.load_hf_state_dict(state)
         return model.eval()
 
@@ -687,27 +657,19 @@ class T5PreTrainedModel(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write a Hugging Face directory (config.json + model.safetensors) that
         ``transformers.<this class>.from_pretrained`` loads."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        if directory.exists() and not directory.is_dir():
-            raise FileExistsError(f"{directory} is a file: save_pretrained needs a directory")
-        directory.mkdir(parents=True, exist_ok=True)
         tensors, seen = {}, set()
         for name, t in self.state_dict(keep_vars=True).items():
             if id(t) in seen:  # a tied alias: transformers re-ties it on loading
                 continue
             seen.add(id(t))
-            tensors[name] = t.detach().contiguous().cpu()
-        save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+            tensors[name] = t
         c = self.config
         d = {f.name: getattr(c, f.name) for f in fields(c)}
         act = c.feed_forward_proj.split("-")[-1]
         d.update(model_type="t5", architectures=[type(self).__name__], is_encoder_decoder=True,
                  dense_act_fn="gelu_new" if c.feed_forward_proj == "gated-gelu" else act,
                  is_gated_act=c.is_gated_act, use_cache=True)
-        (directory / "config.json").write_text(json.dumps(d, indent=2), encoding="utf-8")
-        return directory
+        return write_hf_directory(directory, d, tensors)
 
 
 class T5EncoderModel(T5PreTrainedModel):
