@@ -33,7 +33,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from common import Row, assert_same_output, matmul_peak, paired_timing, peak_tensor_bytes, threads
+from common import (Row, assert_same_output, matmul_peak, matmul_peaks, paired_timing, peak_rows,
+                    peak_tensor_bytes, threads)
 
 VOCAB, BLOCK, LAYERS, HEADS, WIDTH, BATCH, THREADS = 65, 256, 6, 6, 384, 16, 2
 TRAIN_PAIRS, GEN_PAIRS, NEW_TOKENS = 5, 3, 256
@@ -197,8 +198,7 @@ def run() -> list[Row]:
     print(f"  GPT {LAYERS} layers, width {WIDTH}, context {BLOCK}, batch {BATCH}, {THREADS} threads",
           flush=True)
     with threads(THREADS):
-        peaks = {name: max(matmul_peak(dtype), matmul_peak(dtype))  # best of two: a peak
-                 for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+        peaks = matmul_peaks()  # best of two each
         rows = _train_rows("gelu_pytorch_tanh", peaks, "HF fused GELU")
         print("  training vs HF fused GELU done", flush=True)
         rows += _train_rows("gelu_new", peaks, "HF default gelu_new")
@@ -207,11 +207,7 @@ def run() -> list[Row]:
         print("  generation done", flush=True)
         if os.environ.get("MINILLM_BENCH_COMPILE") == "1":
             rows += _compile_rows()
-        peaks_after = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    for name in ("fp32", "bf16"):
-        rows.append(Row(f"matmul peak {name}, 2048² (start of run)", peaks[name] / 1e9, None,
-                        "GFLOP/s", reference_name=f"{peaks_after[name] / 1e9:.0f} at the end of the "
-                                                  "run; a big change means a noisy machine"))
+        rows += peak_rows(peaks)
     return rows
 
 

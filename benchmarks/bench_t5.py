@@ -24,7 +24,8 @@ from typing import Callable
 
 import torch
 
-from common import Row, assert_same_output, matmul_peak, paired_timing, threads
+from common import (Row, assert_same_output, matmul_peak, matmul_peaks, paired_timing, peak_rows,
+                    threads)
 
 VOCAB, LAYERS, HEADS, D_KV, WIDTH, FFN, SRC, TGT, BATCH, THREADS = 32128, 4, 4, 64, 256, 1024, 128, 32, 8, 2
 GEN_BATCH, GEN_SRC, GEN_NEW = 4, 64, 32
@@ -152,17 +153,12 @@ def run() -> list[Row]:
     print(f"  T5 v1.1 {LAYERS}+{LAYERS} layers, width {WIDTH}, vocab {VOCAB}, inputs {SRC}, targets "
           f"{TGT}, batch {BATCH}, {THREADS} threads", flush=True)
     with threads(THREADS):
-        peaks = {name: max(matmul_peak(dtype), matmul_peak(dtype))
-                 for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+        peaks = matmul_peaks()
         rows = _train_rows(peaks)
         print("  training done", flush=True)
         rows += _generate_rows()
         print("  generation done", flush=True)
-        peaks_after = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    for name in ("fp32", "bf16"):
-        rows.append(Row(f"matmul peak {name}, 2048² (start of run)", peaks[name] / 1e9, None,
-                        "GFLOP/s", reference_name=f"{peaks_after[name] / 1e9:.0f} at the end of the "
-                                                  "run; a big change means a noisy machine"))
+        rows += peak_rows(peaks)
     return rows
 
 

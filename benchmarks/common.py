@@ -182,3 +182,24 @@ def format_table(rows: list[Row]) -> str:
         lines.append(f"{r.figure:58s} {r.value:11.4g} {ref} {ratio} {n}  {r.unit}"
                      + (f" ({r.reference_name})" if r.reference_name else ""))
     return "\n".join(lines)
+
+
+def matmul_peaks() -> dict[str, float]:
+    """The fp32 and bf16 matmul peaks (FLOP/s, best of two measurements each), measured now."""
+    import torch
+
+    return {name: max(matmul_peak(dtype), matmul_peak(dtype))
+            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+
+
+def peak_rows(start: dict[str, float]) -> list[Row]:
+    """Rows reporting the matmul peaks measured at the start of a run next to ones measured now (its
+    end): a big change means a noisy machine, and the run's ratios deserve less trust."""
+    import torch
+
+    end = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    return [Row(f"matmul peak {name}, 2048² (start of run)", start[name] / 1e9, None, "GFLOP/s",
+                reference_name=f"{end[name] / 1e9:.0f} at the end of the run; a big change means a "
+                               "noisy machine")
+            for name in ("fp32", "bf16")]
+
