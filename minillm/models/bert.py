@@ -179,17 +179,29 @@ class BertSelfAttention(nn.Module):
         return merge_heads(out), weights  # (B, T, C)
 
 
-class BertSelfOutput(nn.Module):
-    """Attention's output projection and the post-LN residual: LayerNorm(x + dropout(dense(h)))."""
+class BertOutput(nn.Module):
+    """A sublayer's output projection and the post-LN residual: LayerNorm(x + dropout(dense(h))).
 
-    def __init__(self, config: BertConfig):
+    HF's name for the feed-forward net's second half (``layer.{i}.output``: ``in_features`` =
+    intermediate_size); :class:`BertSelfOutput` is the same after attention (``in_features`` = C).
+    """
+
+    def __init__(self, config: BertConfig, in_features: int | None = None):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        in_features = config.intermediate_size if in_features is None else in_features
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(h)) + x)
+        return self.LayerNorm(self.dropout(self.dense(h)) + x)  # (B, T, C)
+
+
+class BertSelfOutput(BertOutput):
+    """Attention's output projection and its residual (HF ``layer.{i}.attention.output``)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config, in_features=config.hidden_size)
 
 
 class BertAttention(nn.Module):
@@ -215,19 +227,6 @@ class BertIntermediate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.dense(x))  # (B, T, intermediate_size)
-
-
-class BertOutput(nn.Module):
-    """The feed-forward net's second half and its residual (HF's name for it, not a result type)."""
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(h)) + x)  # (B, T, C)
 
 
 class BertLayer(nn.Module):
