@@ -78,3 +78,13 @@ def test_importing_the_registries_is_cheap():
             "print(sorted(m for m in ('torch', 'minillm.models.gpt', 'minillm.train') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_t5_recipes_are_registered_under_the_module_names_and_version():
+    """Chapter 10's recipe wrappers live in recipes.py (no import cycle); their names and version are
+    minillm.models.t5_pretrain's, so a change there that forgets recipes.py fails here."""
+    from minillm.models import t5_pretrain
+
+    for name in (t5_pretrain.PRETRAIN_NAME, t5_pretrain.MULTITASK_NAME):
+        assert name in RECIPES, name
+        assert RECIPES[name].version == t5_pretrain.RECIPE_VERSION, name
