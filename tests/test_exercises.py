@@ -363,3 +363,177 @@ def test_ch09_checks_leave_the_global_random_state_alone(monkeypatch, capsys):
     ch09.check_cls_classifier(_head("ok"))
     ch09.check_mlm_training_step(_stepper("ok"))
     assert torch.equal(torch.get_rng_state(), state)
+
+
+# ----- chapter 10: every check fails on each usual mistake, and says which one it is -----
+
+
+from minillm.checks import ch10  # noqa: E402
+
+
+def _rms(*, center=False, std=False, affine=True, eps_outside=False, total=False, dim=-1, eps=None,
+         low_precision=False, keep_fp32=False):
+    """T5's RMSNorm with one thing changed."""
+    def rms_norm(x, weight, e):
+        e = e if eps is None else eps
+        xf = x if low_precision else x.float()
+        if center or std:
+            ms = xf.var(dim, unbiased=False, keepdim=True)
+            if center:
+                xf = xf - xf.mean(dim, keepdim=True)
+        elif total:
+            ms = xf.pow(2).sum(dim, keepdim=True)
+        else:
+            ms = xf.pow(2).mean(dim, keepdim=True)
+        y = xf / (ms.sqrt() + e) if eps_outside else xf * torch.rsqrt(ms + e)
+        if keep_fp32:
+            return weight.float() * y
+        y = y.to(x.dtype)
+        return weight * y if affine else y
+    return rms_norm
+
+
+def _buckets(**change):
+    def relative_position_bucket(relative_position, bidirectional, num_buckets, max_distance):
+        return ch10._bucket_variant(relative_position, bidirectional, num_buckets, max_distance, **change)
+    return relative_position_bucket
+
+
+def _float_buckets(relative_position, bidirectional, num_buckets, max_distance):
+    return _buckets()(relative_position, bidirectional, num_buckets, max_distance).float()
+
+
+def _corruptor(sentinel=None, **change):
+    """Span corruption with one thing changed; ``sentinel(vocab_size, i)``: the id of span i."""
+    def span_corruption_inputs_targets(ids, noise_mask, vocab_size):
+        numbering = (lambda i: sentinel(vocab_size, i)) if sentinel else None
+        return ch10._corrupt_variant(ids, noise_mask, vocab_size, sentinel=numbering, **change)
+    return span_corruption_inputs_targets
+
+
+def _shifter(kind):
+    def shift_right(labels, decoder_start_token_id, pad_token_id):
+        start = pad_token_id if kind == "pad first" else decoder_start_token_id
+        if kind == "in place":
+            labels[labels == -100] = pad_token_id
+        out = torch.full_like(labels, start)
+        out[:, 1:] = labels[:, :-1]
+        if kind == "left":
+            out = torch.cat([labels[:, 1:], labels[:, :1].clone().fill_(start)], dim=1)
+        if kind == "no shift":
+            out = labels.clone()
+        if kind == "longer":
+            out = torch.cat([labels[:, :1].clone().fill_(start), labels], dim=1)
+        fill = {"keep -100": -100, "-100 to start": decoder_start_token_id}.get(kind, pad_token_id)
+        return out.masked_fill(out == -100, fill)
+    return shift_right
+
+
+def _t5_loss(kind):
+    """The T5 loss with one thing changed."""
+    def t5_loss(model, input_ids, attention_mask, labels):
+        c = model.config
+        if kind == "labels shortcut":
+            return model(input_ids, attention_mask=attention_mask, labels=labels).loss
+        start = c.pad_token_id if kind == "pad first" else c.decoder_start_token_id
+        dec = torch.full_like(labels, start)
+        dec[:, 1:] = labels[:, :-1]
+        if kind == "unshifted":
+            dec = labels.clone()
+        dec = dec.masked_fill(dec == -100, c.pad_token_id)
+        mask = None if kind == "no mask" else attention_mask
+        logits = model(input_ids, attention_mask=mask, decoder_input_ids=dec).logits
+        flat, target = logits.reshape(-1, logits.size(-1)), labels.reshape(-1)
+        if kind == "padding counted":
+            return F.cross_entropy(flat, target.masked_fill(target == -100, c.pad_token_id))
+        if kind == "sum":
+            return F.cross_entropy(flat, target, ignore_index=-100, reduction="sum")
+        if kind == "per sequence":
+            tok = F.cross_entropy(flat, target, ignore_index=-100, reduction="none").view(labels.shape)
+            real = (labels != -100).float()
+            return ((tok * real).sum(1) / real.sum(1)).mean()
+        loss = F.cross_entropy(flat, target, ignore_index=-100)
+        return loss.item() if kind == "float" else loss
+    return t5_loss
+
+
+CH10_MISTAKES = [
+    ("check_rms_norm", _rms(center=True), "you subtracted the mean"),
+    ("check_rms_norm", _rms(std=True), "divided by the standard deviation"),
+    ("check_rms_norm", _rms(affine=False), "the gain `weight` is missing"),
+    ("check_rms_norm", _rms(eps_outside=True), "eps is added outside the square root"),
+    ("check_rms_norm", _rms(total=True), "root of the *sum* of squares"),
+    ("check_rms_norm", _rms(dim=-2), "over the wrong dimension"),
+    ("check_rms_norm", _rms(eps=1e-6), "the eps argument is ignored"),
+    ("check_rms_norm", _rms(low_precision=True), "overflowed or underflowed in float16"),
+    ("check_rms_norm", _rms(keep_fp32=True), "expected dtype float16 like x, got float32"),
+    ("check_relative_position_bucket", _buckets(flip=True), "buckets for negative and positive distances are swapped"),
+    ("check_relative_position_bucket", _buckets(flip=True), "the direction is reversed"),
+    ("check_relative_position_bucket", _buckets(halve=False), "gets num_buckets // 2 buckets"),
+    ("check_relative_position_bucket", _buckets(abs_one_sided=True), "not the absolute value"),
+    ("check_relative_position_bucket", _buckets(clamp=False), "must share the last bucket"),
+    ("check_relative_position_bucket", _buckets(offset=False), "add max_exact"),
+    ("check_relative_position_bucket", _buckets(rounded=True), "T5 truncates it"),
+    ("check_relative_position_bucket", _float_buckets, "buckets: expected integer ids"),
+    ("check_span_corruption_inputs_targets", _corruptor(per_token=True), "each span gets ONE sentinel"),
+    ("check_span_corruption_inputs_targets", _corruptor(keep_noise=True), "inputs still hold the dropped tokens"),
+    ("check_span_corruption_inputs_targets", _corruptor(lambda V, i: V - i), "off by one"),
+    ("check_span_corruption_inputs_targets", _corruptor(lambda V, i: V - 100 + i), "count down"),
+    ("check_span_corruption_inputs_targets", _corruptor(lambda V, i: V - 1), "the same sentinel"),
+    ("check_span_corruption_inputs_targets", _corruptor(target_sentinels=False), "targets lack the sentinels"),
+    ("check_span_corruption_inputs_targets", _corruptor(continue_numbering=True), "reuse the inputs' sentinels"),
+    ("check_span_corruption_inputs_targets", _corruptor(final_sentinel=True), "no sentinel follows it"),
+    ("check_span_corruption_inputs_targets", _corruptor(swap=True), "inputs and targets are swapped"),
+    ("check_shift_right", _shifter("keep -100"), "-100 is not replaced by pad"),
+    ("check_shift_right", _shifter("-100 to start"), "-100 became the start token"),
+    ("check_shift_right", _shifter("pad first"), "the first decoder input is decoder_start_token_id"),
+    ("check_shift_right", _shifter("left"), "this shifts left"),
+    ("check_shift_right", _shifter("no shift"), "the labels were not shifted"),
+    ("check_shift_right", _shifter("longer"), "drop the last label"),
+    ("check_shift_right", _shifter("in place"), "modified its input `labels`"),
+    ("check_t5_loss", _t5_loss("unshifted"), "the decoder input must be the labels shifted right"),
+    ("check_t5_loss", _t5_loss("no mask"), "the encoder's attention_mask is missing"),
+    ("check_t5_loss", _t5_loss("padding counted"), "the padding positions were counted"),
+    ("check_t5_loss", _t5_loss("sum"), "this is the sum over tokens"),
+    ("check_t5_loss", _t5_loss("per sequence"), "averages each sequence first"),
+    ("check_t5_loss", _t5_loss("pad first"), "not the pad id"),
+    ("check_t5_loss", _t5_loss("float"), "expected the loss as a 0-d tensor"),
+    ("check_t5_loss", _t5_loss("labels shortcut"), "call the model without labels="),
+]
+
+
+@pytest.mark.parametrize("check,fn,phrase", CH10_MISTAKES,
+                         ids=[f"10-{c}-{k}" for k, (c, _, _) in enumerate(CH10_MISTAKES)])
+def test_ch10_check_names_the_mistake(check, fn, phrase, monkeypatch, capsys):
+    monkeypatch.setenv("MINILLM_STRICT_CHECKS", "0")
+    result = getattr(ch10, check)(fn)
+    assert not result.passed, f"{check} passes a wrong function (expected it to say {phrase!r})"
+    assert phrase in result.report(), result.report()
+
+
+def test_ch10_the_checks_own_versions_equal_the_package():
+    """The unchanged variants the checks diagnose with are the package's functions, so a mistake
+    is named only when it really is that mistake."""
+    from minillm.models.t5 import relative_position_bucket
+    from minillm.span_corruption import random_spans_noise_mask, span_corrupt
+
+    rel = torch.arange(-400, 401)
+    for bidirectional, nb, md in ((True, 32, 128), (False, 32, 128), (True, 8, 20), (False, 16, 50)):
+        assert torch.equal(ch10._bucket_variant(rel, bidirectional, nb, md),
+                           relative_position_bucket(rel, bidirectional, nb, md))
+    for seed, (length, density, mean) in enumerate([(2, 0.5, 1.0), (30, 0.15, 3.0), (200, 0.5, 1.0),
+                                                    (512, 0.15, 3.0), (77, 0.3, 5.0)]):
+        ids = torch.randint(0, 900, (length,), generator=torch.Generator().manual_seed(seed))
+        noise = random_spans_noise_mask(length, density, mean, generator=torch.Generator().manual_seed(seed))
+        expected = span_corrupt(ids, vocab_size=1000, noise_density=density, mean_noise_span_length=mean,
+                                generator=torch.Generator().manual_seed(seed))
+        got = ch10._corrupt_variant(ids, noise, 1000)
+        assert all(torch.equal(a, b) for a, b in zip(expected, got))
+
+
+def test_ch10_checks_leave_the_global_random_state_alone(monkeypatch, capsys):
+    monkeypatch.setenv("MINILLM_STRICT_CHECKS", "0")
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    assert ch10.check_t5_loss(_t5_loss("ok")).passed
+    assert torch.equal(torch.get_rng_state(), state)

@@ -228,10 +228,34 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                                     'sum cm[:, positive].sum(), recall by the row sum '
                                     'cm[positive].sum()'],
                           'notebook': '02_measuring_language.ipynb'}],
+ 'relative_position_bucket': [{'function': 'relative_position_bucket',
+                               'hints': ['bidirectional: num_buckets //= 2, bucket = '
+                                         '(relative_position > 0).long() * num_buckets, n = '
+                                         'relative_position.abs(); one-sided: bucket = 0, n = '
+                                         '(-relative_position).clamp(min=0)',
+                                         'exact = num_buckets // 2; far = exact + '
+                                         '(torch.log(n.float() / exact) / math.log(max_distance / '
+                                         'exact) * (num_buckets - exact)).long(), clamped at '
+                                         'num_buckets - 1',
+                                         'return bucket + torch.where(n < exact, n, far) — the log '
+                                         'of n = 0 is -inf, but torch.where never picks it'],
+                               'notebook': '10_t5.ipynb'}],
+ 'rms_norm': [{'function': 'rms_norm',
+               'hints': ['variance = x.float().pow(2).mean(-1, keepdim=True) is (..., 1) in '
+                         'float32 — no mean subtracted',
+                         'y = x.float() * torch.rsqrt(variance + eps); return weight * '
+                         'y.to(weight.dtype)'],
+               'notebook': '10_t5.ipynb'}],
  'rnn_forward': [{'function': 'rnn_forward',
                   'hints': ['loop over t in range(x.size(1)), update h, collect it, and '
                             'torch.stack(..., dim=1)'],
                   'notebook': '05_rnn.ipynb'}],
+ 'shift_right': [{'function': 'shift_right',
+                  'hints': ['out = torch.full_like(labels, decoder_start_token_id); out[:, 1:] = '
+                            'labels[:, :-1]',
+                            'then replace -100 by the pad id: out.masked_fill(out == -100, '
+                            'pad_token_id)'],
+                  'notebook': '10_t5.ipynb'}],
  'sinusoidal_encoding': [{'function': 'sinusoidal_encoding',
                           'hints': ['pos = arange(n_positions)[:, None]; inv_freq = 10000 ** '
                                     '(-arange(0, d_model, 2) / d_model); fill pe[:, 0::2] and '
@@ -241,10 +265,28 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                                'hints': ['divide the logits by the temperature, then torch.softmax '
                                          'over the last dimension'],
                                'notebook': '08_gpt.ipynb'}],
+ 'span_corruption_inputs_targets': [{'function': 'span_corruption_inputs_targets',
+                                     'hints': ['a noise token starts a new span when the token '
+                                               "before it was kept; the i-th span's sentinel is "
+                                               'vocab_size - 1 - i',
+                                               'walk the tokens once: a kept token goes to inputs; '
+                                               "a span's first token appends its sentinel to "
+                                               'inputs and to targets; every noise token goes to '
+                                               'targets'],
+                                     'notebook': '10_t5.ipynb'}],
  'split_heads': [{'function': 'split_heads',
                   'hints': ['x.view(B, T, n_heads, C // n_heads), then swap the T and head '
                             'dimensions with transpose(1, 2)'],
                   'notebook': '07_attention.ipynb'}],
+ 't5_loss': [{'function': 't5_loss',
+              'hints': ["the decoder input is exercise 4's shift right of labels with "
+                        'model.config.decoder_start_token_id in front and -100 → '
+                        'model.config.pad_token_id',
+                        'logits = model(input_ids, attention_mask=attention_mask, '
+                        'decoder_input_ids=decoder_input_ids).logits is (B, T, V)',
+                        'F.cross_entropy(logits.reshape(-1, V), labels.reshape(-1), '
+                        'ignore_index=-100) is the mean over the real target tokens'],
+              'notebook': '10_t5.ipynb'}],
  'top_p_filter': [{'function': 'top_p_filter',
                    'hints': ['sort descending, softmax, cumsum minus own probability = mass '
                              'before; drop where >= p (not the first); scatter back'],
