@@ -299,3 +299,34 @@ def train_t5_multitask_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
     from .models.t5_pretrain import train_t5_multitask
 
     return train_t5_multitask(progress)
+
+
+# ----------------------------------------------------------------------------- chapter 10: three paradigms
+# Same size (~1.33M parameters), same tokenizer, same windows, same steps; only the objective differs.
+# The names and the version live in minillm.paradigms (RECIPE_NAMES, RECIPE_VERSION).
+
+@recipe("ch10-paradigm-ae", "ch10: 4-layer encoder-only model (width 128, 1.33M) pretrained with MLM on "
+        "the course corpus, same windows and budget as ch10-paradigm-ar/-ed")
+def train_paradigm_ae_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
+    """The encoder-only (BERT, masked LM) run of ``minillm.paradigms.train_paradigm`` (seed 0, CPU)."""
+    from .paradigms import train_paradigm
+
+    return train_paradigm("ae", progress)
+
+
+@recipe("ch10-paradigm-ar", "ch10: 4-layer decoder-only model (width 128, 1.33M) pretrained on next "
+        "tokens of the course corpus, same windows and budget as ch10-paradigm-ae/-ed")
+def train_paradigm_ar_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
+    """The decoder-only (GPT, next token) run of ``minillm.paradigms.train_paradigm`` (seed 0, CPU)."""
+    from .paradigms import train_paradigm
+
+    return train_paradigm("ar", progress)
+
+
+@recipe("ch10-paradigm-ed", "ch10: 2+2-layer encoder-decoder (width 128, 1.33M) pretrained with span "
+        "corruption on the course corpus, same windows and budget as ch10-paradigm-ae/-ar")
+def train_paradigm_ed_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
+    """The encoder-decoder (T5, span corruption) run of ``minillm.paradigms.train_paradigm`` (seed 0, CPU)."""
+    from .paradigms import train_paradigm
+
+    return train_paradigm("ed", progress)
