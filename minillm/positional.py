@@ -7,11 +7,18 @@ way. Adding a position-dependent vector to each token embedding breaks that symm
   geometrically spaced frequencies (Vaswani et al. 2017, §3.5):
   ``PE[p, 2i] = sin(p / base^(2i/d))``, ``PE[p, 2i+1] = cos(p / base^(2i/d))``.
 * :class:`LearnedPositionalEmbedding` — one trained vector per position (GPT-2's ``wpe``, BERT).
+* :func:`alibi_slopes` / :func:`alibi_bias` — no vector at all: ALiBi (Press et al. 2022, "Train
+  Short, Test Long"; BLOOM, Baichuan-13B) adds ``-m_h · (i - j)`` to the attention score of query
+  ``i`` and key ``j``, a penalty growing linearly with distance, with one slope ``m_h`` per head
+  (a geometric sequence). It is an additive bias for :func:`minillm.attention.attend`, like T5's
+  relative positions, and nothing in it depends on a maximum length — hence its extrapolation.
 
 Shape letters: B batch, T sequence length, C model width (d_model).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -74,3 +81,43 @@ class LearnedPositionalEmbedding(nn.Module):
         _check_input(x, self.d_model, offset, self.max_len)
         pos = torch.arange(offset, offset + x.shape[1], device=x.device)  # (T,)
         return x + self.wpe(pos)
+
+
+# ---------------------------------------------------------------------------------------------
+# ALiBi: attention with linear biases
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """The per-head slopes m_h of ALiBi, shape (n_heads,).
+
+    For a power of two n: ``m_h = 2^(-8h/n)``, h = 1..n (n = 8: 1/2, 1/4, …, 1/256). Otherwise the
+    slopes of the largest power of two below n, then every other slope of twice that power, until
+    there are n (the paper's recipe, which BLOOM uses).
+    """
+    check_int("n_heads", n_heads, low=1)
+    closest = 2 ** math.floor(math.log2(n_heads))
+
+    def geometric(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
+
+    slopes = geometric(closest)
+    if closest < n_heads:
+        slopes += geometric(2 * closest)[0::2][:n_heads - closest]
+    return torch.tensor(slopes)
+
+
+def alibi_bias(n_heads: int, T: int, S: int | None = None, *, device: torch.device | str | None = None
+               ) -> torch.Tensor:
+    """ALiBi's additive attention bias, shape (1, n_heads, T, S): ``-m_h · (i - j)`` for query i and
+    key j, where the T queries are the last T of the S keys (S defaults to T; a KV cache has S > T).
+
+    Keys after the query get a positive bias here; causal masking hides them anyway. Softmax ignores
+    a constant added to a row, so this equals BLOOM's cheaper ``m_h · j`` (no query term) wherever
+    a mask hides the same keys.
+    """
+    T = check_int("T", T, low=1)
+    S = T if S is None else check_int("S", S, low=T)
+    q_pos = torch.arange(S - T, S, device=device)[:, None]  # (T, 1)
+    k_pos = torch.arange(S, device=device)[None, :]  # (1, S)
+    distance = (q_pos - k_pos).float()  # (T, S): i - j
+    return -alibi_slopes(n_heads).to(device)[None, :, None, None] * distance  # (1, nh, T, S)
