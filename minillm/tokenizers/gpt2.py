@@ -9,7 +9,8 @@ up as ``Ġ`` in its tokens.
 ``ByteLevelBPE.from_gpt2_files(encoder_json, vocab_bpe)`` loads the real GPT-2 vocabulary (50,257
 tokens) and encodes exactly like ``tiktoken``'s and Hugging Face's GPT-2 tokenizers (tests check it
 on the shipped corpora). ``ByteLevelBPE.train(text, vocab_size)`` learns a new vocabulary with the
-incremental trainer of ``minillm.tokenizers.bpe``.
+incremental trainer of ``minillm.tokenizers.bpe``. ``ByteLevelBPE.from_gguf(path)`` reads the tokenizer
+stored in a llama.cpp GGUF model file (SmolLM2's in chapter 11; :mod:`minillm.gguf`).
 
 Special tokens (``<|endoftext|>``): ``encode(text)`` turns each occurrence of a special token's string
 into its single id, as Hugging Face's ``GPT2TokenizerFast`` does and as tiktoken does with
@@ -110,10 +111,19 @@ class ByteLevelBPE:
         special_tokens: strings in ``vocab`` that are special tokens rather than byte strings
             (e.g. ``["<|endoftext|>"]``); every other token must be a byte or a merge's result.
         pattern: the pre-tokenization regex (``regex`` syntax).
+        require_all_bytes: refuse a vocabulary that lacks some of the 256 byte tokens. Some real
+            vocabularies (SmolLM2's) lack bytes that valid UTF-8 never or hardly ever uses (0xC0,
+            0xF5-0xFF, ...); with False such bytes are dropped when encoding, as Hugging Face does.
     """
 
+    chat_template: str | None = None  # a Jinja chat template (from_gguf reads the model's)
+    bos_token_id: int | None = None
+    pad_token_id: int | None = None
+    _eos_id: int | None = None  # set when the end token is not <|endoftext|>
+
     def __init__(self, vocab: dict[str, int], merges: list[tuple[str, str]],
-                 special_tokens: Iterable[str] = (ENDOFTEXT,), pattern: str = GPT2_PATTERN):
+                 special_tokens: Iterable[str] = (ENDOFTEXT,), pattern: str = GPT2_PATTERN, *,
+                 require_all_bytes: bool = True):
         if not isinstance(vocab, dict):
             raise TypeError(f"vocab must be a dict token -> id, got {type(vocab).__name__}")
         ids = sorted(vocab.values())
@@ -123,7 +133,7 @@ class ByteLevelBPE:
                              f"and {ids[-1] if ids else None}")
         byte_encoder = bytes_to_unicode()
         missing = [c for c in byte_encoder.values() if c not in vocab]
-        if missing:
+        if missing and require_all_bytes:
             raise ValueError(f"vocab lacks {len(missing)} of the 256 byte tokens (e.g. {missing[:3]}); "
                              f"a byte-level vocabulary must contain every byte")
         self.special_tokens: dict[str, int] = {}
@@ -154,7 +164,8 @@ class ByteLevelBPE:
             self._id_to_token[i] = tok
             self._id_to_bytes[i] = (tok.encode("utf-8") if tok in self.special_tokens
                                     else bytes(byte_decoder[c] for c in tok))
-        self._byte_ids = [vocab[byte_encoder[b]] for b in range(256)]
+        self._byte_ids = [vocab.get(byte_encoder[b], -1) for b in range(256)]  # -1: no token
+        self._drop_bytes = bool(missing)
         self.pattern = pattern
         self._pat = regex.compile(pattern)
         self._special_pat = (regex.compile("|".join(regex.escape(t) for t in
@@ -280,7 +291,44 @@ class ByteLevelBPE:
 
     @property
     def eos_token_id(self) -> int | None:
-        return self.special_tokens.get(ENDOFTEXT)
+        return self._eos_id if self._eos_id is not None else self.special_tokens.get(ENDOFTEXT)
+
+    @classmethod
+    def from_gguf(cls, path: str | Path) -> "ByteLevelBPE":
+        """The tokenizer stored in a llama.cpp GGUF model file (vocabulary, merges, special tokens,
+        pre-tokenizer, bos/eos/pad ids and chat template; :func:`minillm.gguf.tokenizer_from_gguf`)."""
+        from ..gguf import tokenizer_from_gguf
+
+        return tokenizer_from_gguf(path, cls)
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True,
+                            tokenize: bool = False) -> str | list[int]:
+        """A conversation rendered with the model's Jinja chat template, as Hugging Face renders it.
+
+        messages: ``[{"role": "system" | "user" | "assistant", "content": str}, ...]``.
+        add_generation_prompt: end with the header of an assistant turn, so the model answers.
+        tokenize: return the token ids instead of the text (Hugging Face's default is True).
+        """
+        if self.chat_template is None:
+            raise ValueError("this tokenizer has no chat_template (ByteLevelBPE.from_gguf reads one)")
+        if not isinstance(messages, (list, tuple)) or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str) for m in messages):
+            raise TypeError(f"messages must be a list of {{'role': str, 'content': str}} dicts, got "
+                            f"{messages!r:.80}")
+        from jinja2.sandbox import ImmutableSandboxedEnvironment  # comes with JupyterLab
+
+        def raise_exception(message: str):
+            raise ValueError(f"the chat template refused these messages: {message}")
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                            extensions=["jinja2.ext.loopcontrols"])
+        env.globals["raise_exception"] = raise_exception
+        names = {f"{k}_token": self._id_to_token[i] for k, i in
+                 (("bos", self.bos_token_id), ("eos", self.eos_token_id)) if i is not None}
+        text = env.from_string(self.chat_template).render(
+            messages=list(messages), add_generation_prompt=add_generation_prompt, **names)
+        return self.encode(text) if tokenize else text
 
     # ------------------------------------------------------------------ encoding
     def _bpe(self, piece: str) -> tuple[int, ...]:
@@ -288,7 +336,10 @@ class ByteLevelBPE:
         if cached is not None:
             return cached
         ids = [self._byte_ids[b] for b in piece.encode("utf-8")]
-        out = tuple(self._merge_short(ids) if len(ids) <= _SHORT_PIECE else self._merge_long(ids))
+        if self._drop_bytes:
+            ids = [i for i in ids if i >= 0]
+        out = tuple(self._merge_short(ids) if len(ids) <= _SHORT_PIECE else self._merge_long(ids)) \
+            if ids else ()
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[piece] = out
