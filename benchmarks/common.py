@@ -11,6 +11,7 @@ Every comparison in ``benchmarks/`` follows one protocol so that a ratio means w
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from contextlib import contextmanager
@@ -131,11 +132,17 @@ def assert_same_output(ours, reference, what: str, *, atol: float = 0.0, rtol: f
         raise AssertionError(f"{what}: the two sides return different values")
 
 
-def matmul_peak(dtype=None, n: int = 2048, repeats: int = 5) -> float:
-    """Best FLOP/s of an n×n @ n×n matmul in ``dtype`` (default fp32) on the CPU: the peak that MFU
-    is measured against, taken in the same process and thread setting as the benchmark."""
+PEAK_N = 1024 if os.environ.get("MINILLM_BENCH_QUICK") == "1" else 2048  # quick: a bf16 2048³ matmul
+# takes tens of seconds on CPUs without bf16 instructions
+
+
+def matmul_peak(dtype=None, n: int | None = None, repeats: int = 5) -> float:
+    """Best FLOP/s of an n×n @ n×n matmul (n = :data:`PEAK_N`) in ``dtype`` (default fp32) on the
+    CPU: the peak that MFU is measured against, taken in the same process and thread setting as the
+    benchmark."""
     import torch
 
+    n = PEAK_N if n is None else n
     dtype = dtype or torch.float32
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(2):
@@ -198,7 +205,7 @@ def peak_rows(start: dict[str, float]) -> list[Row]:
     import torch
 
     end = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    return [Row(f"matmul peak {name}, 2048² (start of run)", start[name] / 1e9, None, "GFLOP/s",
+    return [Row(f"matmul peak {name}, {PEAK_N}² (start of run)", start[name] / 1e9, None, "GFLOP/s",
                 reference_name=f"{end[name] / 1e9:.0f} at the end of the run; a big change means a "
                                "noisy machine")
             for name in ("fp32", "bf16")]

@@ -281,7 +281,7 @@ def train_bert_zh_char_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
 
 
 # ----------------------------------------------------------------------------- chapter 10: T5
-# The names and the version live in minillm.models.t5_pretrain (kept in step by tests/test_registry.py).
+# The names and versions live in minillm.models.t5_pretrain (kept in step by tests/test_registry.py).
 
 @recipe("ch10-t5-pretrain", "ch10: small T5 (3+3 layers, width 256, gated-GELU, tied) pretrained with "
         "span corruption on the course corpus, 4,096-token BPE, Adafactor", version=2)
@@ -292,8 +292,8 @@ def train_t5_pretrain_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
     return train_t5_pretrain(progress)
 
 
-@recipe("ch10-t5-multitask", "ch10: the pretrained T5 fine-tuned on en->es, es->en and sentiment at once "
-        "(task prefixes), Adafactor", version=2)
+@recipe("ch10-t5-multitask", "ch10: the pretrained T5 fine-tuned on en->es, es->en, sentiment and "
+        "case/punctuation restoration at once (task prefixes), Adafactor", version=3)
 def train_t5_multitask_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
     """The shipped fine-tuning run: ``train_t5_multitask`` from ``ch10-t5-pretrain`` (seed 0, CPU)."""
     from .models.t5_pretrain import train_t5_multitask

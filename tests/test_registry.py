@@ -85,6 +85,7 @@ def test_t5_recipes_are_registered_under_the_module_names_and_version():
     minillm.models.t5_pretrain's, so a change there that forgets recipes.py fails here."""
     from minillm.models import t5_pretrain
 
-    for name in (t5_pretrain.PRETRAIN_NAME, t5_pretrain.MULTITASK_NAME):
+    for name, version in ((t5_pretrain.PRETRAIN_NAME, t5_pretrain.PRETRAIN_VERSION),
+                          (t5_pretrain.MULTITASK_NAME, t5_pretrain.MULTITASK_VERSION)):
         assert name in RECIPES, name
-        assert RECIPES[name].version == t5_pretrain.RECIPE_VERSION, name
+        assert RECIPES[name].version == version, name

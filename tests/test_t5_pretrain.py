@@ -13,7 +13,8 @@ import torch
 from minillm.models.t5 import IGNORE_INDEX, T5ForConditionalGeneration
 from minillm.models.t5_pretrain import (LABELS, MODEL_CONFIG, MULTITASK_NAME, PREFIXES, PRETRAIN_NAME,
                                         SpanCorruptionBatches, T5BPETokenizer, corpus_texts,
-                                        pad_examples, token_stream,
+                                        pad_examples, restoration_scores, strip_case_and_punctuation,
+                                        task_examples, task_texts, token_stream,
                                         train_t5_multitask, train_t5_pretrain, translation_bleu)
 from minillm.span_corruption import reconstruct
 from minillm.tokenizers.t5_bpe import EOS, PAD
@@ -90,6 +91,33 @@ def test_pad_examples():
         pad_examples([])
 
 
+def test_task_examples_close_each_side_with_one_eos(tokenizer):
+    examples = task_examples(tokenizer, "validation")
+    _, texts = task_texts("validation")
+    assert set(examples) == set(texts) == set(PREFIXES)
+    for task, items in examples.items():
+        for (src, tgt), (src_text, tgt_text) in zip(items[:50], texts[task][:50]):
+            assert src[-1] == tgt[-1] == EOS and src.count(EOS) == tgt.count(EOS) == 1, task
+            assert tokenizer.decode(src) == src_text[:len(tokenizer.decode(src))]
+            assert src_text.startswith(PREFIXES[task])
+        assert max(len(s) for s, _ in items) <= 128 and max(len(t) for _, t in items) <= 64
+
+
+def test_restoration_task_input_and_scores():
+    assert strip_case_and_punctuation('And God said, "Let there be light!"') == "and god said let there be light"
+    assert strip_case_and_punctuation("'Tis the LORD's; (surely)  ") == "tis the lord's surely"
+    _, texts = task_texts("test")
+    for src, tgt in texts["restore"]:
+        assert src == PREFIXES["restore"] + strip_case_and_punctuation(tgt)
+    refs = ["And God said, \"Let there be light.\"", "It was good."]
+    perfect = restoration_scores(refs, refs)
+    assert perfect["bleu"] == pytest.approx(100.0) and perfect["exact_match"] == 1.0
+    lazy = restoration_scores([strip_case_and_punctuation(r) for r in refs], refs)
+    assert lazy["exact_match"] == 0.0 and lazy["bleu"] < 50
+    with pytest.raises(ValueError):
+        restoration_scores(["one"], ["one", "two"])
+
+
 def test_translation_bleu_is_chapter_6_scoring_and_equals_sacrebleu():
     sacrebleu = pytest.importorskip("sacrebleu")
     from minillm.models.seq2seq import tokenize
@@ -134,7 +162,8 @@ def test_tiny_multitask_run_starts_from_the_pretrained_weights(tiny_pretrained):
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert changed and set(model.state_dict()) == set(before)
     m = meta["metrics"]
-    assert (m["n_en_es"], m["n_es_en"], m["n_sentiment"]) == (6, 6, 6)
+    assert (m["n_en_es"], m["n_es_en"], m["n_sentiment"], m["n_restore"]) == (6, 6, 6, 6)
+    assert 0 <= m["restore_bleu"] <= 100 and 0 <= m["restore_exact_match"] <= 1
     assert 0 <= m["bleu_en_es"] <= 100 and 0 <= m["sentiment_accuracy"] <= 1
     assert meta["prefixes"] == PREFIXES
 
