@@ -175,6 +175,22 @@ def score_gpt_bpe_shakespeare() -> Score:
                  f"(~{n_chars / n_tokens:.1f} chars each)", recipe="ch08-gpt-bpe-shakespeare")
 
 
+def score_race_modern() -> Score:
+    """Leaderboard scorer: the modern decoder of chapter 11's race (``ch11-race``) on the test split."""
+    from .hub import load_pretrained
+    from .models.gpt_bpe import load_gpt_bpe_shakespeare
+
+    model = load_pretrained("ch11-race")
+    _, tokenizer = load_gpt_bpe_shakespeare()  # the race trains on chapter 8's tokenizer
+    block = model.checkpoint_metadata["race"]["config"]["block_size"]
+    bpc, n_chars, n_tokens = score_token_model(model, tokenizer, test_text(), block_size=block)
+    c = model.config
+    budget = model.checkpoint_metadata["race"]["config"]["budget_cpu_minutes"]
+    return Score(bpc, n_chars, model.num_params(),
+                 f"{c.num_hidden_layers} layers, width {c.hidden_size}, RMSNorm+RoPE+SwiGLU, "
+                 f"{budget:g} CPU-min race budget", recipe="ch11-race")
+
+
 ROWS: list[Row] = [
     # Chapters append their rows here, in chapter order.
     Row("char 3-gram, add-k", 1, leaderboard_add_k3),
@@ -186,6 +202,7 @@ ROWS: list[Row] = [
     Row("char LSTM, 2 layers", 5, score_lstm_shakespeare),
     Row("char GPT, 4 layers", 8, score_gpt_shakespeare),
     Row("BPE GPT, 6 layers (2,048 tokens)", 8, score_gpt_bpe_shakespeare),
+    Row("modern decoder (Llama recipe), race", 11, score_race_modern),
 ]
 
 

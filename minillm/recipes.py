@@ -330,3 +330,15 @@ def train_paradigm_ed_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
     from .paradigms import train_paradigm
 
     return train_paradigm("ed", progress)
+
+
+# ----------------------------------------------------------------------------- chapter 11: the race
+# The name and the version live in minillm.race (kept in step by tests/test_race.py).
+
+@recipe("ch11-race", "ch11: chapter 8's GPT vs the Llama recipe, equal parameters, data and CPU budget "
+        "(7 CPU-minutes each); ships the modern decoder with both curves", version=1)
+def train_race_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
+    """The shipped race: ``minillm.race.train_race`` (seed 0, CPU, one thread recommended)."""
+    from .race import train_race
+
+    return train_race(progress)
