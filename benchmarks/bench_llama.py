@@ -82,14 +82,16 @@ def run() -> list[Row]:
         print("  prefill done", flush=True)
 
         short = prompt[:, :GEN_PROMPT]
+        ours.config.eos_token_id = None  # always GEN_NEW tokens on both sides: no end-of-text stop
+        hf.generation_config.eos_token_id = None
 
         def gen_ours():
-            return ours.generate(short, GEN_NEW, eos_token_id=-1)
+            return ours.generate(short, GEN_NEW)
 
         def gen_hf():
             with torch.inference_mode():
                 return hf.generate(short, attention_mask=torch.ones_like(short), max_new_tokens=GEN_NEW,
-                                   min_new_tokens=GEN_NEW, do_sample=False, pad_token_id=0)
+                                   do_sample=False, pad_token_id=0)
 
         assert_same_output(gen_ours(), gen_hf(), "SmolLM2 greedy tokens vs HF generate")
         p = paired_timing(gen_ours, gen_hf, repeats=PAIRS, warmup=1)

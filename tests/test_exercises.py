@@ -537,3 +537,286 @@ def test_ch10_checks_leave_the_global_random_state_alone(monkeypatch, capsys):
     state = torch.get_rng_state()
     assert ch10.check_t5_loss(_t5_loss("ok")).passed
     assert torch.equal(torch.get_rng_state(), state)
+
+
+# ----- chapter 11: every check fails on each usual mistake, and says which one it is -----
+
+
+import math  # noqa: E402
+
+from minillm.checks import ch11  # noqa: E402
+
+
+def _swiglu(kind):
+    """LLaMA's feed-forward as a learner might write it, with one mistake."""
+    def swiglu(x, w_gate, w_up, w_down):
+        if kind == "not transposed":
+            return (F.silu(x @ w_gate) * (x @ w_up)) @ w_down
+        gate, up = x @ w_gate.T, x @ w_up.T
+        if kind == "swapped":
+            gate, up = up, gate
+        act = {"sigmoid": torch.sigmoid, "gelu": F.gelu, "relu": F.relu}.get(kind, F.silu)
+        hidden = F.silu(gate * up) if kind == "silu of product" else act(gate) * up
+        if kind == "no down":
+            return hidden
+        if kind == "float32":
+            return (hidden.float() @ w_down.T.float())
+        return hidden @ w_down.T
+    return swiglu
+
+
+def _rope(kind):
+    """Rotary embedding as a learner might write it, with one mistake."""
+    def apply_rope(x, positions, theta):
+        hd, T = x.size(-1), x.size(-2)
+        pos = {"positions + 1": positions + 1, "arange": torch.arange(T)}.get(kind, positions)
+        th = 10000.0 if kind == "theta ignored" else theta
+        i = torch.arange(0, hd, 2).float()
+        inv_freq = 1.0 / th ** ((i / 2 if kind == "no factor 2" else i) / hd)  # (hd/2,)
+        if kind == "bf16 angles":
+            angles = pos.to(x.dtype)[:, None] * inv_freq.to(x.dtype)
+        elif kind == "squared positions":
+            angles = pos.float()[:, None] ** 2 * inv_freq
+        else:
+            angles = pos.float()[:, None] * inv_freq  # (T, hd/2)
+        x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
+        if kind == "interleaved":
+            even, odd = x[..., 0::2], x[..., 1::2]
+            c, s = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+            return torch.stack((even * c - odd * s, odd * c + even * s), -1).flatten(-2)
+        if kind == "first half":
+            c, s = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+            return torch.cat((x1 * c - x2 * s, x2), -1)
+        emb = angles.repeat_interleave(2, -1) if kind == "interleaved table" else torch.cat((angles, angles), -1)
+        cos, sin = emb.cos(), (2 * emb if kind == "double sin" else emb).sin()
+        if kind != "no cast":
+            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        rotated = torch.cat((x2, -x1), -1) if kind == "rotate_half sign" else torch.cat((-x2, x1), -1)
+        if kind == "sign":
+            return x * cos - rotated * sin
+        if kind == "cos sin swapped":
+            return x * sin + rotated * cos
+        return x * cos + rotated * sin
+    return apply_rope
+
+
+def _repeat(kind):
+    def repeat_kv(x, n_rep):
+        B, nkv, T, hd = x.shape
+        if kind == "tiled":
+            return x.repeat(1, n_rep, 1, 1)
+        if kind == "cat":
+            return torch.cat([x] * n_rep, dim=1)
+        if kind == "new dim in front":
+            return x[:, None].expand(B, n_rep, nkv, T, hd).reshape(B, nkv * n_rep, T, hd)
+        if kind == "time":
+            return x.repeat_interleave(n_rep, dim=2)
+        if kind == "no reshape":
+            return x[:, :, None].expand(B, nkv, n_rep, T, hd)
+        if kind == "ignored":
+            return x
+        return x.repeat_interleave(n_rep, dim=1)
+    return repeat_kv
+
+
+def _route(kind):
+    """Top-k routing as a learner might write it, with one mistake."""
+    def top_k_route(router_logits, k, normalize):
+        if kind == "softmax of top-k logits":
+            top, experts = router_logits.float().topk(k, dim=-1)
+            return top.softmax(-1).to(router_logits.dtype), experts
+        probs = router_logits.float().softmax(dim=0 if kind == "dim 0" else -1)
+        weights, experts = probs.topk(k, dim=-1, largest=kind != "smallest")
+        if kind == "logits":
+            weights = router_logits.float().gather(-1, experts)
+        if normalize and kind != "never normalize":
+            weights = weights / weights.sum(-1, keepdim=True)
+        if kind == "sorted ids":
+            experts, order = experts.sort(-1)
+            weights = weights.gather(-1, order)
+        if kind == "float experts":
+            experts = experts.float()
+        if kind != "no cast":
+            weights = weights.to(router_logits.dtype)
+        return (experts, weights) if kind == "swapped" else (weights, experts)
+    return top_k_route
+
+
+def _balance(kind):
+    """The load-balancing loss as a learner might write it, with one mistake."""
+    def load_balancing_loss(router_logits, k):
+        N, E = router_logits.shape
+        probs = router_logits.float().softmax(dim=0 if kind == "dim 0" else -1)  # (N, E)
+        top = probs.topk(1 if kind == "top 1" else k, dim=-1).indices
+        chosen = torch.zeros(N, E).scatter_(1, top, 1.0)  # (N, E)
+        f = chosen.sum(0) if kind == "counts" else chosen.mean(0)
+        if kind == "f / k":
+            f = f / k
+        P = (probs * chosen).mean(0) if kind == "P of chosen" else probs.mean(0)
+        if kind == "no E":
+            return (f * P).sum()
+        if kind == "mean over experts":
+            return E * (f * P).mean()
+        loss = E * (f * P).sum()
+        return loss.item() if kind == "float" else loss
+    return load_balancing_loss
+
+
+CH11_MISTAKES = [
+    ("check_swiglu", _swiglu("swapped"), "gate and up are swapped"),
+    ("check_swiglu", _swiglu("sigmoid"), "the gate is a sigmoid (that is GLU)"),
+    ("check_swiglu", _swiglu("gelu"), "that is GEGLU"),
+    ("check_swiglu", _swiglu("relu"), "that is ReGLU"),
+    ("check_swiglu", _swiglu("silu of product"), "SiLU was applied to the product"),
+    ("check_swiglu", _swiglu("not transposed"), "the weights are not transposed"),
+    ("check_swiglu", _swiglu("not transposed"), "mat1 and mat2 shapes cannot be multiplied (10x16 and 24x16) "
+                                                "— nn.Linear stores a weight as (out_features, in_features)"),
+    ("check_swiglu", _swiglu("no down"), "the down projection is missing"),
+    ("check_swiglu", _swiglu("float32"), "expected dtype float64 like x, got float32"),
+    ("check_apply_rope", _rope("interleaved"), "you rotated neighbouring channels (2i, 2i + 1)"),
+    ("check_apply_rope", _rope("sign"), "the rotation turns the wrong way"),
+    ("check_apply_rope", _rope("rotate_half sign"), "the rotation turns the wrong way"),
+    ("check_apply_rope", _rope("no factor 2"), "the frequencies are theta^(−i/hd)"),
+    ("check_apply_rope", _rope("positions + 1"), "the positions are off by one"),
+    ("check_apply_rope", _rope("arange"), "the positions argument is ignored"),
+    ("check_apply_rope", _rope("cos sin swapped"), "cos and sin are swapped"),
+    ("check_apply_rope", _rope("first half"), "only the first half was rotated"),
+    ("check_apply_rope", _rope("interleaved table"), "the angle table is interleaved"),
+    ("check_apply_rope", _rope("theta ignored"), "the theta argument is ignored"),
+    ("check_apply_rope", _rope("no cast"), "expected dtype bfloat16 like x, got float32"),
+    ("check_apply_rope", _rope("bf16 angles"), "the angles were computed in low precision"),
+    ("check_apply_rope", _rope("double sin"), "the length of a head vector changed"),
+    ("check_apply_rope", _rope("squared positions"), "q·k is not a function of the distance"),
+    ("check_repeat_kv", _repeat("tiled"), "the heads are tiled"),
+    ("check_repeat_kv", _repeat("cat"), "the heads are tiled"),
+    ("check_repeat_kv", _repeat("new dim in front"), "the heads are tiled"),
+    ("check_repeat_kv", _repeat("time"), "the repeat runs over the wrong dimension"),
+    ("check_repeat_kv", _repeat("no reshape"), "expand added a dimension"),
+    ("check_repeat_kv", _repeat("ignored"), "n_rep is ignored"),
+    ("check_top_k_route", _route("softmax of top-k logits"), "a softmax over only the k kept logits"),
+    ("check_top_k_route", _route("never normalize"), "normalize=True: divide the k kept probabilities"),
+    ("check_top_k_route", _route("dim 0"), "the softmax runs over the tokens (dim 0)"),
+    ("check_top_k_route", _route("logits"), "the weights are raw logits"),
+    ("check_top_k_route", _route("sorted ids"), "the experts are sorted by id"),
+    ("check_top_k_route", _route("smallest"), "the k *least* likely experts"),
+    ("check_top_k_route", _route("no cast"), "expected dtype bfloat16 like router_logits"),
+    ("check_top_k_route", _route("swapped"), "weights and experts are swapped"),
+    ("check_top_k_route", _route("float experts"), "experts: expected integer ids"),
+    ("check_load_balancing_loss", _balance("no E"), "the factor E (the number of experts) is missing"),
+    ("check_load_balancing_loss", _balance("mean over experts"), "averaged over the experts"),
+    ("check_load_balancing_loss", _balance("P of chosen"), "not only over the tokens that chose it"),
+    ("check_load_balancing_loss", _balance("f / k"), "f_e was divided by k"),
+    ("check_load_balancing_loss", _balance("top 1"), "counts only each token's first choice"),
+    ("check_load_balancing_loss", _balance("dim 0"), "the softmax runs over the tokens (dim 0)"),
+    ("check_load_balancing_loss", _balance("counts"), "divide the counts by N"),
+    ("check_load_balancing_loss", _balance("float"), "expected the loss as a 0-d tensor"),
+]
+
+
+@pytest.mark.parametrize("check,fn,phrase", CH11_MISTAKES,
+                         ids=[f"11-{c}-{k}" for k, (c, _, _) in enumerate(CH11_MISTAKES)])
+def test_ch11_check_names_the_mistake(check, fn, phrase, monkeypatch, capsys):
+    monkeypatch.setenv("MINILLM_STRICT_CHECKS", "0")
+    result = getattr(ch11, check)(fn)
+    assert not result.passed, f"{check} passes a wrong function (expected it to say {phrase!r})"
+    assert phrase in result.report(), result.report()
+
+
+def _rope_complex(x, positions, theta):
+    """RoPE through complex numbers (Meta's way), on the half-split pairs: z = x_i + i·x_{i+hd/2}."""
+    hd = x.size(-1)
+    inv_freq = torch.exp(-torch.arange(0, hd, 2, dtype=torch.float64) / hd * math.log(theta))  # float64
+    angles = positions.double()[:, None] * inv_freq  # (T, hd/2)
+    turn = torch.polar(torch.ones_like(angles), angles)  # e^{i·angle}
+    z = torch.complex(x[..., : hd // 2].double(), x[..., hd // 2:].double()) * turn
+    return torch.cat((z.real, z.imag), -1).to(x.dtype)
+
+
+def _route_by_sorting(router_logits, k, normalize):
+    probs = torch.softmax(router_logits.to(torch.float32), dim=1)
+    order = probs.argsort(dim=1, descending=True)[:, :k]
+    weights = probs.gather(1, order)
+    if normalize:
+        weights = weights / weights.sum(1, keepdim=True)
+    return weights.to(router_logits.dtype), order
+
+
+def _balance_like_transformers(router_logits, k):
+    """transformers' load_balancing_loss_func for one layer, without a mask."""
+    E = router_logits.size(-1)
+    routing_weights = F.softmax(router_logits.float(), dim=-1)
+    _, selected = torch.topk(routing_weights, k, dim=-1)
+    expert_mask = F.one_hot(selected, E)  # (N, k, E)
+    tokens_per_expert = expert_mask.float().mean(0)  # (k, E)
+    return (tokens_per_expert * routing_weights.mean(0)[None]).sum() * E
+
+
+@pytest.mark.parametrize("check,fn", [
+    ("check_swiglu", lambda x, wg, wu, wd: F.linear(F.silu(F.linear(x, wg)) * F.linear(x, wu), wd)),
+    ("check_swiglu", lambda x, wg, wu, wd: ((x @ wg.T) * torch.sigmoid(x @ wg.T) * (x @ wu.T)) @ wd.T),
+    ("check_apply_rope", _rope_complex),
+    ("check_repeat_kv", lambda x, n_rep: x.repeat_interleave(n_rep, dim=1)),
+    ("check_repeat_kv", lambda x, n_rep: torch.stack([x] * n_rep, dim=2).flatten(1, 2)),
+    ("check_top_k_route", _route_by_sorting),
+    ("check_load_balancing_loss", _balance_like_transformers),
+], ids=["swiglu-F.linear", "swiglu-x·sigmoid(x)", "rope-complex", "repeat_interleave", "stack-flatten",
+        "route-argsort", "balance-transformers"])
+def test_ch11_other_correct_answers_pass(check, fn, monkeypatch, capsys):
+    """Correct answers written differently from the reference (other operations, float64 angles,
+    complex numbers) pass: the tolerances leave room for their rounding."""
+    monkeypatch.setenv("MINILLM_STRICT_CHECKS", "0")
+    result = getattr(ch11, check)(fn)
+    assert result.passed, result.report()
+
+
+def test_ch11_the_checks_own_versions_equal_the_package():
+    """The unchanged variants the checks diagnose with are the package's functions, so a mistake
+    is named only when it really is that mistake; the interleaved variant is Meta's RoPE (the same
+    rotation once the channels are reordered, even ones first)."""
+    from minillm.moe import load_balancing_loss
+
+    g = torch.Generator().manual_seed(0)
+    x, w_gate, w_up, w_down = (torch.randn(3, 4, 16, generator=g), torch.randn(40, 16, generator=g),
+                               torch.randn(40, 16, generator=g), torch.randn(16, 40, generator=g))
+    torch.testing.assert_close(ch11._swiglu_variant(x, w_gate, w_up, w_down),
+                               ch11._ref_swiglu(x, w_gate, w_up, w_down))
+    for shape, positions, theta, dtype in [((2, 3, 5, 8), torch.arange(5), 1e4, torch.float32),
+                                           ((1, 2, 4, 64), torch.tensor([0, 7, 300, 4000]), 1e5, torch.float32),
+                                           ((2, 2, 3, 16), torch.arange(40, 43), 5e5, torch.bfloat16)]:
+        q = torch.randn(*shape, generator=g).to(dtype)
+        expected = ch11._ref_rope(q, positions, theta)
+        assert torch.equal(ch11._rope_variant(q, positions, theta), expected)
+        even_first = torch.cat((q[..., 0::2], q[..., 1::2]), -1)  # Meta's pairs (2i, 2i+1) → halves
+        meta = ch11._rope_variant(q, positions, theta, layout="interleaved")
+        assert torch.equal(torch.cat((meta[..., 0::2], meta[..., 1::2]), -1),
+                           ch11._ref_rope(even_first, positions, theta))
+    for N, E, k, normalize, dtype in [(6, 8, 2, False, torch.float32), (5, 8, 2, True, torch.float32),
+                                      (9, 16, 4, True, torch.bfloat16), (3, 4, 1, False, torch.float32)]:
+        logits = ch11._separated_logits(N, E, g).to(dtype)
+        expected = ch11._ref_route(logits, k, normalize)
+        got = ch11._route_variant(logits, k, normalize)
+        assert torch.equal(got[1], expected[1]) and got[0].dtype == expected[0].dtype == dtype
+        torch.testing.assert_close(got[0], expected[0])
+    for N, E, k in [(12, 4, 1), (20, 8, 2), (10, 16, 4)]:
+        logits = torch.randn(N, E, generator=g)
+        torch.testing.assert_close(ch11._balance_variant(logits, k), load_balancing_loss(logits, k))
+
+
+def test_ch11_the_relative_rope_case_has_the_property_it_describes():
+    """The RoPE check's relative case says q·k depends only on the distance: true of the reference."""
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    same = torch.stack([q.expand(8, 16), k.expand(8, 16)])[None]  # (1, 2, 8, 16)
+    out = ch11._ref_rope(same, ch11.RELATIVE_POSITIONS, 10000.0)
+    scores = out[0, 0] @ out[0, 1].T  # (8, 8)
+    torch.testing.assert_close(scores[:4, :4], scores[4:, 4:], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(scores[:4, :4], scores[:4, 4:], atol=1e-2), "distance 100 must score differently"
+
+
+def test_ch11_checks_leave_the_global_random_state_alone(monkeypatch, capsys):
+    monkeypatch.setenv("MINILLM_STRICT_CHECKS", "0")
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    assert ch11.check_swiglu(_swiglu("ok")).passed
+    assert ch11.check_top_k_route(_route("ok")).passed
+    assert torch.equal(torch.get_rng_state(), state)

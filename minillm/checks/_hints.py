@@ -18,6 +18,14 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                                      '* (j - i); causal mask with -inf; softmax; @ v; merge heads; '
                                      'output projection'],
                            'notebook': '07_attention.ipynb'}],
+ 'apply_rope': [{'function': 'apply_rope',
+                 'hints': ['inv_freq = 1.0 / theta ** (torch.arange(0, hd, 2).float() / hd) is '
+                           '(hd/2,); angles = positions[:, None].float() * inv_freq is (T, hd/2)',
+                           'emb = torch.cat((angles, angles), dim=-1) is (T, hd): channels i and i '
+                           '+ hd/2 share one angle; cast emb.cos() and emb.sin() to x.dtype',
+                           'x1, x2 = x[..., :hd // 2], x[..., hd // 2:]; return x * cos + '
+                           'torch.cat((-x2, x1), dim=-1) * sin'],
+                 'notebook': '11_modern_llms.ipynb'}],
  'attention': [{'function': 'attention',
                 'hints': ['scores = q @ k.transpose(-2, -1) / sqrt(d); scores.masked_fill(~mask, '
                           "float('-inf')); softmax(dim=-1); @ v"],
@@ -170,6 +178,14 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                            'max(table[i-1][j], table[i][j-1]); start from a (len(a)+1) x '
                            '(len(b)+1) table of zeros'],
                  'notebook': '02_measuring_language.ipynb'}],
+ 'load_balancing_loss': [{'function': 'load_balancing_loss',
+                          'hints': ['N, E = router_logits.shape; probs = '
+                                    'router_logits.float().softmax(-1) is (N, E); chosen = '
+                                    'F.one_hot(probs.topk(k, dim=-1).indices, E).sum(1) is (N, E), '
+                                    '1 where the token chose the expert',
+                                    'f = chosen.float().mean(0) and P = probs.mean(0) are (E,); '
+                                    'return E * (f * P).sum()'],
+                          'notebook': '11_modern_llms.ipynb'}],
  'lstm_cell': [{'function': 'lstm_step',
                 'hints': ['gates.chunk(4, dim=-1) splits (B, 4H) into i, f, g, o'],
                 'notebook': '05_rnn.ipynb'}],
@@ -240,6 +256,12 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                                          'return bucket + torch.where(n < exact, n, far) — the log '
                                          'of n = 0 is -inf, but torch.where never picks it'],
                                'notebook': '10_t5.ipynb'}],
+ 'repeat_kv': [{'function': 'repeat_kv',
+                'hints': ['add a dimension right after the heads: x[:, :, None] is (B, nkv, 1, T, '
+                          'hd); expand it to (B, nkv, n_rep, T, hd)',
+                          'then reshape to (B, nkv * n_rep, T, hd): the n_rep copies of a head '
+                          'stay next to each other (x.repeat(1, n_rep, 1, 1) would tile them)'],
+                'notebook': '11_modern_llms.ipynb'}],
  'rms_norm': [{'function': 'rms_norm',
                'hints': ['variance = x.float().pow(2).mean(-1, keepdim=True) is (..., 1) in '
                          'float32 — no mean subtracted',
@@ -278,6 +300,12 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                   'hints': ['x.view(B, T, n_heads, C // n_heads), then swap the T and head '
                             'dimensions with transpose(1, 2)'],
                   'notebook': '07_attention.ipynb'}],
+ 'swiglu': [{'function': 'swiglu',
+             'hints': ["nn.Linear's weights are (out, in): gate = x @ w_gate.T and up = x @ w_up.T "
+                       'are both (..., I)',
+                       'only the gate goes through SiLU (F.silu(z) = z * sigmoid(z)); multiply it '
+                       'by up element by element, then @ w_down.T'],
+             'notebook': '11_modern_llms.ipynb'}],
  't5_loss': [{'function': 't5_loss',
               'hints': ["the decoder input is exercise 4's shift right of labels with "
                         'model.config.decoder_start_token_id in front and -100 → '
@@ -287,6 +315,13 @@ HINTS = {'add_k_probs': [{'function': 'add_k_probs',
                         'F.cross_entropy(logits.reshape(-1, V), labels.reshape(-1), '
                         'ignore_index=-100) is the mean over the real target tokens'],
               'notebook': '10_t5.ipynb'}],
+ 'top_k_route': [{'function': 'top_k_route',
+                  'hints': ['probs = router_logits.float().softmax(dim=-1) is (N, E): one '
+                            'distribution over the experts per token',
+                            'weights, experts = probs.topk(k, dim=-1), most probable first; if '
+                            'normalize, divide weights by weights.sum(-1, keepdim=True); return '
+                            'weights.to(router_logits.dtype), experts'],
+                  'notebook': '11_modern_llms.ipynb'}],
  'top_p_filter': [{'function': 'top_p_filter',
                    'hints': ['sort descending, softmax, cumsum minus own probability = mass '
                              'before; drop where >= p (not the first); scatter back'],
