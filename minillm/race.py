@@ -211,6 +211,7 @@ def train_race(progress: bool = True) -> tuple[nn.Module, dict]:
     record, models = run_race(RaceConfig(budget_cpu_minutes=RECIPE_BUDGET_CPU_MINUTES), progress=progress)
     modern = models["modern (Llama)"]
     return modern, {"race": record, "params": modern.num_params(),
+                    "tokens_seen": record["models"]["modern (Llama)"]["tokens_seen"],
                     "metrics": {"val_bpc": record["models"]["modern (Llama)"]["final_val_bpc"],
                                 "gpt_val_bpc": record["models"]["GPT (ch. 8)"]["final_val_bpc"]}}
 

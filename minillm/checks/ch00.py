@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import Case, CheckResult, run_check
+from .. import checks as _checks
 
 
 def _ref_bigram_counts(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -102,7 +103,9 @@ def check_train_bigram(fn) -> CheckResult:
         Case((torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0]), 3, 300, 0.1),
              description="a deterministic cycle 0 → 1 → 2 → 0: the optimum is 0 nats"),
     ]
+    # 300 optimizer steps per case: seconds on a busy machine, so four times the default limit
     return run_check("train_bigram", fn, _ref_train_bigram, cases, compare_fn=_compare_trained_bigram,
+                     time_limit=4 * _checks.DEFAULT_TIME_LIMIT,
                      hint="table = torch.zeros(V, V, requires_grad=True); opt = torch.optim.Adam([table], lr=lr); "
                           "each step: loss = F.cross_entropy(table[ids[:-1]], ids[1:]); opt.zero_grad(); "
                           "loss.backward(); opt.step()")
