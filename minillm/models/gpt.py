@@ -160,6 +160,27 @@ class KVCache:
 PastKeyValues = "KVCache | Sequence[tuple[torch.Tensor, torch.Tensor]]"
 
 
+def past_length(past_key_values, *, n_layers: int, batch: int, n_kv_heads: int, head_dim: int) -> int:
+    """How many positions come before this call's tokens: 0 (no past), a :class:`KVCache`'s filled
+    length, or the length P of per-layer (key, value) prefixes, each (batch, n_kv_heads, P, head_dim),
+    whose shapes are checked (prefix tuning hands them in)."""
+    if past_key_values is None:
+        return 0
+    if isinstance(past_key_values, KVCache):
+        return past_key_values.length
+    if not isinstance(past_key_values, (list, tuple)) or len(past_key_values) != n_layers:
+        raise ValueError(f"past_key_values must be a KVCache or one (key, value) pair per layer "
+                         f"({n_layers}), got {type(past_key_values).__name__}")
+    k0 = past_key_values[0][0]
+    want = (batch, n_kv_heads, k0.size(2) if k0.dim() == 4 else -1, head_dim)
+    for layer, (k, v) in enumerate(past_key_values):
+        if k.shape != want or v.shape != want:
+            raise ValueError(f"past_key_values[{layer}] must hold keys and values of shape "
+                             f"(B, key/value heads, P, head size) = {want}, got {tuple(k.shape)} and "
+                             f"{tuple(v.shape)}")
+    return k0.size(2)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with one fused q/k/v projection (HF: ``attn.c_attn``)."""
 
@@ -282,23 +303,9 @@ class GPT(nn.Module):
                              f"window block_size={self.config.block_size}")
 
     def _past_length(self, past_key_values, batch: int) -> int:
-        """How many positions come before this call's tokens (checks a prefix's shapes)."""
-        if past_key_values is None:
-            return 0
-        if isinstance(past_key_values, KVCache):
-            return past_key_values.length
         c = self.config
-        if not isinstance(past_key_values, (list, tuple)) or len(past_key_values) != c.n_layer:
-            raise ValueError(f"past_key_values must be a KVCache or one (key, value) pair per layer "
-                             f"({c.n_layer}), got {type(past_key_values).__name__}")
-        k0 = past_key_values[0][0]
-        want = (batch, c.n_head, k0.size(2) if k0.dim() == 4 else -1, c.n_embd // c.n_head)
-        for layer, (k, v) in enumerate(past_key_values):
-            if k.shape != want or v.shape != want:
-                raise ValueError(f"past_key_values[{layer}] must hold keys and values of shape "
-                                 f"(B, n_head, P, head size) = {want}, got {tuple(k.shape)} and "
-                                 f"{tuple(v.shape)}")
-        return k0.size(2)
+        return past_length(past_key_values, n_layers=c.n_layer, batch=batch, n_kv_heads=c.n_head,
+                           head_dim=c.n_embd // c.n_head)
 
     def _embed(self, input_ids, inputs_embeds, position_ids, past: int) -> torch.Tensor:
         """Token (or given) embeddings plus learned positions: (B, T, C)."""

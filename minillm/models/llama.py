@@ -38,6 +38,7 @@ from ..search import beam_search
 from ..validation import (check_bool, check_choice, check_float, check_int, check_shape,
                           check_tensor, check_token_ids)
 from .gpt import KVCache as _KVCacheBase
+from .gpt import past_length
 from .hf_io import read_hf_directory, write_hf_directory
 
 IDS = "input_ids (int64/int32 token ids, shape (B, T))"  # how errors name the model's input
@@ -340,23 +341,9 @@ class LlamaForCausalLM(nn.Module):
             raise TypeError(f"{IDS} must be int64 or int32, got {ids.dtype}")
 
     def _past_length(self, past_key_values, batch: int) -> int:
-        """How many positions come before this call's tokens (checks a prefix's shapes)."""
-        if past_key_values is None:
-            return 0
-        if isinstance(past_key_values, KVCache):
-            return past_key_values.length
         c = self.config
-        if not isinstance(past_key_values, (list, tuple)) or len(past_key_values) != c.num_hidden_layers:
-            raise ValueError(f"past_key_values must be a KVCache or one (key, value) pair per layer "
-                             f"({c.num_hidden_layers}), got {type(past_key_values).__name__}")
-        k0 = past_key_values[0][0]
-        want = (batch, c.num_key_value_heads, k0.size(2) if k0.dim() == 4 else -1, c.head_dim)
-        for layer, (k, v) in enumerate(past_key_values):
-            if k.shape != want or v.shape != want:
-                raise ValueError(f"past_key_values[{layer}] must hold keys and values of shape "
-                                 f"(B, num_key_value_heads, P, head_dim) = {want}, got "
-                                 f"{tuple(k.shape)} and {tuple(v.shape)}")
-        return k0.size(2)
+        return past_length(past_key_values, n_layers=c.num_hidden_layers, batch=batch,
+                           n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim)
 
     def _embed(self, input_ids, inputs_embeds) -> torch.Tensor:
         if (input_ids is None) == (inputs_embeds is None):
