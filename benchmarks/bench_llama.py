@@ -11,6 +11,9 @@ Rows (alternating pairs, median of paired ratios, see common.py):
   (fp32: 4 bytes × parameters, the tied embedding counted once, as the output matrix), so
   tokens/s ≤ copy bandwidth / weight bytes; the copy bandwidth is measured in this run (a 256 MiB
   tensor copied, best of 5, counting read + write bytes);
+- the race's time-to-quality (from the shipped ``ch11-race`` record, measured while it trained): CPU
+  minutes the modern decoder needed to reach the GPT's final validation bits/char, against the GPT's
+  own minutes (lower is better; read off each curve by linear interpolation);
 - ``MINILLM_BENCH_QUICK=1``: prefill 64, 8 new tokens, 3 pairs.
 
     python benchmarks/run.py llama
@@ -108,7 +111,22 @@ def run() -> list[Row]:
                         ours_tps, bw / weight_bytes, "tokens/s",
                         reference_name=f"bound = {bw / 1e9:.1f} GB/s copy bandwidth / {weight_bytes / 1e6:.0f} MB "
                                        "of fp32 weights; ratio = share of the bound reached"))
+    rows.append(race_row())
     return rows
+
+
+def race_row() -> Row:
+    """Time-to-quality of the shipped race: CPU minutes to the GPT's final validation score."""
+    from minillm.hub import load_pretrained
+    from minillm.race import time_to_quality
+
+    race = load_pretrained("ch11-race").checkpoint_metadata["race"]
+    gpt, modern = race["models"]["GPT (ch. 8)"], race["models"]["modern (Llama)"]
+    target = gpt["final_val_bpc"]
+    return Row(f"race time-to-quality: CPU-minutes to {target:.3f} validation bits/char (ch11-race record)",
+               time_to_quality(modern["curve"], target), time_to_quality(gpt["curve"], target), "CPU-min",
+               higher_is_better=False, reference_name=f"chapter 8's GPT, same parameters, data and schedule "
+                                                      f"({race['threads']} thread)")
 
 
 if __name__ == "__main__":

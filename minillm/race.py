@@ -35,7 +35,8 @@ from torch import nn
 
 from .validation import check_float, check_int
 
-__all__ = ["RaceConfig", "race_models", "run_race", "plot_race", "train_race", "RECIPE_NAME", "RECIPE_VERSION"]
+__all__ = ["RaceConfig", "race_models", "run_race", "plot_race", "time_to_quality", "train_race", "RECIPE_NAME",
+           "RECIPE_VERSION"]
 
 CALIBRATION_STEPS = 5
 RECIPE_NAME = "ch11-race"
@@ -214,6 +215,19 @@ def train_race(progress: bool = True) -> tuple[nn.Module, dict]:
                     "tokens_seen": record["models"]["modern (Llama)"]["tokens_seen"],
                     "metrics": {"val_bpc": record["models"]["modern (Llama)"]["final_val_bpc"],
                                 "gpt_val_bpc": record["models"]["GPT (ch. 8)"]["final_val_bpc"]}}
+
+
+def time_to_quality(curve: list[dict], target_bpc: float) -> float | None:
+    """The CPU minutes at which a race curve first reaches ``target_bpc`` (linear interpolation between
+    the two evaluations around it), or None if it never does."""
+    check_float("target_bpc", target_bpc, low=0, low_inclusive=False)
+    for before, after in zip(curve, curve[1:]):
+        if after["val_bpc"] <= target_bpc:
+            if before["val_bpc"] <= target_bpc:
+                return before["cpu_minutes"]
+            share = (before["val_bpc"] - target_bpc) / (before["val_bpc"] - after["val_bpc"])
+            return before["cpu_minutes"] + share * (after["cpu_minutes"] - before["cpu_minutes"])
+    return curve[0]["cpu_minutes"] if curve and curve[0]["val_bpc"] <= target_bpc else None
 
 
 def plot_race(record: dict, ax=None):

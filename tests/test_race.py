@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from minillm.race import RaceConfig, plot_race, race_models, run_race
+from minillm.race import RaceConfig, plot_race, race_models, run_race, time_to_quality
 
 TINY = dict(block_size=32, batch_size=4, n_layer=1, n_head=2, n_embd=32, eval_every=5, eval_tokens=512,
             chunk_steps=3, warmup_steps=2)
@@ -39,6 +39,17 @@ def test_a_tiny_race_spends_its_budget_and_records_curves():
         assert 0 < curve[-1]["val_bpc"] < 12
     ax = plot_race(record)
     assert len(ax.get_lines()) == 2
+
+
+def test_time_to_quality_interpolates_between_evaluations():
+    curve = [{"cpu_minutes": 0.0, "val_bpc": 4.0}, {"cpu_minutes": 1.0, "val_bpc": 3.0},
+             {"cpu_minutes": 3.0, "val_bpc": 2.0}, {"cpu_minutes": 4.0, "val_bpc": 2.5}]
+    assert time_to_quality(curve, 3.0) == 1.0
+    assert time_to_quality(curve, 2.5) == pytest.approx(2.0)  # halfway from 3.0 (1 min) to 2.0 (3 min)
+    assert time_to_quality(curve, 4.5) == 0.0
+    assert time_to_quality(curve, 1.9) is None
+    with pytest.raises(ValueError, match="target_bpc"):
+        time_to_quality(curve, -1)
 
 
 def test_bad_config():
