@@ -342,3 +342,12 @@ def train_race_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
     from .race import train_race
 
     return train_race(progress)
+
+
+@recipe("ch11-best", "ch11: the best recipe found for 60 CPU-minutes (one thread, evaluations included): "
+        "a 5-layer Llama-recipe decoder on chapter 8's BPE, context 256", version=1)
+def train_best_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
+    """The course's best Shakespeare row: ``minillm.best.train_best`` (seed 0, CPU, one thread)."""
+    from .best import train_best
+
+    return train_best(progress=progress)
