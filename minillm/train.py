@@ -52,6 +52,7 @@ class TrainConfig:
     autocast: Any = "auto"  # "auto" (bf16 where fast), None (fp32), or a torch dtype
     compile: bool = False  # torch.compile the model (rarely worth it on CPU)
     progress: bool = True  # show a tqdm progress bar
+    patience: int | None = None  # early stopping: stop after this many evaluations without a new best
 
     def __post_init__(self) -> None:
         self.steps = check_int("steps", self.steps, low=1)
@@ -69,6 +70,7 @@ class TrainConfig:
         self.autocast = check_autocast("autocast", self.autocast)
         self.compile = check_bool("compile", self.compile)
         self.progress = check_bool("progress", self.progress)
+        self.patience = check_int("patience", self.patience, low=1, allow_none=True)
 
 
 def check_betas(betas: Any, name: str = "betas") -> tuple[float, float]:
@@ -134,6 +136,8 @@ class History:
     val_loss: list[float] = field(default_factory=list)
     seconds: float = 0.0  # wall-clock time of the whole run
     items_seen: int = 0  # batch elements (e.g. sequences) processed
+    best_step: int | None = None  # with early stopping: the step whose weights were restored
+    stopped_early: bool = False  # with early stopping: training ended before `steps`
 
     @property
     def final_val_loss(self) -> float | None:
@@ -314,6 +318,11 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
     start_step = hist.step[-1] + 1 if hist.step else 0
     stream = _as_stream(train_data)
     val_stream = val_data if cfg.eval_every else None
+    if cfg.patience is not None and val_stream is None:
+        raise ValueError(f"patience={cfg.patience} (early stopping) needs val_data and eval_every > 0, got "
+                         f"val_data={'None' if val_data is None else 'given'}, eval_every={cfg.eval_every}")
+    best: tuple[float, int, dict] | None = None  # early stopping: (val loss, step, weights)
+    since_best, steps_done = 0, 0
 
     from tqdm.auto import tqdm
 
@@ -324,8 +333,8 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
         step = start_step + i
         lr = get_lr(i, max_lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
                     min_lr=cfg.min_lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        for group in optimizer.param_groups:  # a group's "lr_scale" (layer-wise learning rates) scales it
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         step_loss = 0.0
         for micro in range(cfg.accum_steps):
             batch = to_device(next(stream), device)
@@ -368,17 +377,36 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
                            device=device, autocast=amp_dtype)
             hist.eval_step.append(step)
             hist.val_loss.append(val)
+            if cfg.patience is not None:
+                if best is None or val < best[0]:
+                    best, since_best = (val, step, _copy_state(model)), 0
+                else:
+                    since_best += 1
         postfix = {"loss": f"{step_loss:.3f}"}
         if hist.val_loss:
             postfix["val"] = f"{hist.val_loss[-1]:.3f}"
         bar.set_postfix(postfix, refresh=False)
+        steps_done = i + 1
+        if cfg.patience is not None and since_best >= cfg.patience:
+            hist.stopped_early = True
+            break
     bar.close()
     seconds = time.perf_counter() - t0
     hist.seconds += seconds
+    if best is not None:  # early stopping keeps the weights of the best evaluation
+        model.load_state_dict(best[2])
+        hist.best_step = best[1]
     if cfg.progress:  # a plain line that stays readable where the progress widget does not render
         val = f", val loss {hist.val_loss[-1]:.4f}" if hist.val_loss else ""
-        print(f"trained {cfg.steps} steps in {seconds:.1f} s: train loss {hist.train_loss[-1]:.4f}{val}")
+        stop = "; stopped early" if hist.stopped_early else ""
+        if best is not None and hist.best_step != hist.step[-1]:
+            stop += f"; weights of step {hist.best_step} (best val loss {best[0]:.4f}) restored"
+        print(f"trained {steps_done} steps in {seconds:.1f} s: train loss {hist.train_loss[-1]:.4f}{val}{stop}")
     return hist
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 class LMBatches:
