@@ -175,12 +175,16 @@ def score_gpt_bpe_shakespeare() -> Score:
                  f"(~{n_chars / n_tokens:.1f} chars each)", recipe="ch08-gpt-bpe-shakespeare")
 
 
-def _score_shipped_decoder(name: str, block_size: int, notes: str) -> Score:
-    """A shipped decoder trained on chapter 8's BPE tokenizer, scored on the test split."""
+def _score_shipped_decoder(name: str, describe_run: Callable[[dict], tuple[int, str]]) -> Score:
+    """A shipped decoder trained on chapter 8's BPE tokenizer, scored on the test split.
+
+    ``describe_run(checkpoint_metadata)`` returns the context length to score with and a note on how
+    the model was trained; the checkpoint is loaded once."""
     from .hub import load_pretrained
     from .models.gpt_bpe import load_gpt_bpe_shakespeare
 
     model = load_pretrained(name)
+    block_size, notes = describe_run(model.checkpoint_metadata)
     _, tokenizer = load_gpt_bpe_shakespeare()
     bpc, n_chars, _ = score_token_model(model, tokenizer, test_text(), block_size=block_size)
     c = model.config
@@ -189,22 +193,23 @@ def _score_shipped_decoder(name: str, block_size: int, notes: str) -> Score:
                  f"RMSNorm+RoPE+SwiGLU, {notes}", recipe=name)
 
 
+def _race_run(meta: dict) -> tuple[int, str]:
+    race = meta["race"]["config"]
+    return race["block_size"], f"{race['budget_cpu_minutes']:g} CPU-min race budget"
+
+
+def _best_run(meta: dict) -> tuple[int, str]:
+    return meta["config"]["block_size"], f"{meta['cpu_minutes']:.0f} CPU-min recipe"
+
+
 def score_race_modern() -> Score:
     """Leaderboard scorer: the modern decoder of chapter 11's race (``ch11-race``) on the test split."""
-    from .hub import load_pretrained
-
-    race = load_pretrained("ch11-race").checkpoint_metadata["race"]["config"]
-    return _score_shipped_decoder("ch11-race", race["block_size"],
-                                  f"{race['budget_cpu_minutes']:g} CPU-min race budget")
+    return _score_shipped_decoder("ch11-race", _race_run)
 
 
 def score_best() -> Score:
     """Leaderboard scorer: chapter 11's best recipe (``ch11-best``) on the test split."""
-    from .hub import load_pretrained
-
-    meta = load_pretrained("ch11-best").checkpoint_metadata
-    return _score_shipped_decoder("ch11-best", meta["config"]["block_size"],
-                                  f"{meta['cpu_minutes']:.0f} CPU-min recipe")
+    return _score_shipped_decoder("ch11-best", _best_run)
 
 
 ROWS: list[Row] = [
