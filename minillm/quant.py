@@ -181,6 +181,26 @@ def dequantize_nf4(q: NF4Tensor) -> torch.Tensor:
     return values.reshape(-1)[:q.numel].view(q.shape).to(q.dtype)
 
 
+class _NF4Linear(torch.autograd.Function):
+    """``F.linear`` with an NF4 weight de-quantized in the forward *and again* in the backward, so
+    that autograd keeps the 4-bit codes, not a full-precision copy of every weight, for the gradient
+    of the input (as bitsandbytes' ``MatMul4Bit``). The weight itself gets no gradient (it is frozen)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bias: torch.Tensor | None, weight_q: NF4Tensor) -> torch.Tensor:
+        ctx.weight_q = weight_q
+        return F.linear(x, dequantize_nf4(weight_q).to(x.dtype), bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # grad (B, T, O)
+        grad_x = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad @ dequantize_nf4(ctx.weight_q).to(grad.dtype)  # (B, T, I)
+        if ctx.needs_input_grad[1]:
+            grad_bias = grad.reshape(-1, grad.size(-1)).sum(0)  # (O,)
+        return grad_x, grad_bias, None
+
+
 class Linear4bit(nn.Linear):
     """A frozen linear layer whose weight (O, I) is stored in NF4 and de-quantized in every forward.
 
@@ -234,7 +254,7 @@ class Linear4bit(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, I) -> (B, T, O)
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, dequantize_nf4(self.weight_q).to(x.dtype), bias)
+        return _NF4Linear.apply(x, bias, self.weight_q)  # = F.linear(x, de-quantized weight, bias)
 
     def to_linear(self) -> nn.Linear:
         """An ``nn.Linear`` holding the de-quantized weight (and a copy of the bias)."""

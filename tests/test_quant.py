@@ -227,3 +227,26 @@ def test_errors_and_edge_cases():
         quantize_model(tied, target=lambda name, module: False)
     with pytest.raises(TypeError, match="nn.Linear"):
         Linear4bit.from_linear(nn.Conv1d(2, 2, 1))
+
+
+def test_linear4bit_backward_equals_the_dequantized_linear_and_saves_no_float_weight():
+    # The custom autograd function de-quantizes again in the backward instead of saving the
+    # full-precision weight: same gradients as F.linear on the de-quantized weight, less saved memory.
+    torch.manual_seed(0)
+    layer = Linear4bit.from_linear(nn.Linear(256, 128), double_quant=True)
+    w = dequantize_nf4(layer.weight_q)  # (O, I)
+    x = torch.randn(2, 5, 256, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    bias = layer.bias.detach().clone().requires_grad_(True)
+    layer.bias.requires_grad_(True)
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = layer(x)
+    ref = F.linear(x_ref, w, bias)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    out.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    torch.testing.assert_close(layer.bias.grad, bias.grad)
+    assert not any(t.numel() >= w.numel() for t in saved), "a full-size weight was saved for backward"
