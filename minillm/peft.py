@@ -412,6 +412,10 @@ class PeftModel(nn.Module):
             record = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{directory / CONFIG_NAME} is not valid JSON: {e}") from e
+        if record.get("peft_type", "LORA") in ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING"):
+            from .prompt_tuning import PromptModel
+
+            return PromptModel.from_pretrained(model, directory, is_trainable=is_trainable)
         state = load_file(str(directory / WEIGHTS_NAME))
         trainable = [(p, p.requires_grad) for p in model.parameters()]
         peft_model = cls(model, LoraConfig.from_dict(record))
@@ -452,11 +456,28 @@ def get_peft_model(model: nn.Module, peft_config: LoraConfig) -> PeftModel:
         peft_config: which layers to adapt (``target_modules``; None = the model family's default)
             and the rank, scale, dropout and bias setting.
     """
+    from .prompt_tuning import PromptLearningConfig, get_prompt_model
+
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(peft_config, PromptLearningConfig):  # prompt tuning, P-tuning, prefix tuning
+        return get_prompt_model(model, peft_config)
     if not isinstance(peft_config, LoraConfig):
-        raise TypeError(f"peft_config must be a minillm.peft.LoraConfig, got {type(peft_config).__name__}")
+        raise TypeError(f"peft_config must be a minillm.peft.LoraConfig or a prompt-learning config "
+                        f"(PromptTuningConfig, PrefixTuningConfig, PromptEncoderConfig), got "
+                        f"{type(peft_config).__name__}")
     return PeftModel(model, peft_config)
+
+
+_PROMPT_NAMES = ("PromptTuningConfig", "PrefixTuningConfig", "PromptEncoderConfig", "PromptModel")
+
+
+def __getattr__(name: str) -> Any:  # the prompt-learning family lives in minillm.prompt_tuning
+    if name in _PROMPT_NAMES:
+        from . import prompt_tuning
+
+        return getattr(prompt_tuning, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _atomic_write(target: Path, write: Callable[[str], Any]) -> None:

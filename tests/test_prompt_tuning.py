@@ -566,3 +566,22 @@ def test_save_leaves_no_temporary_files_and_refuses_a_file(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(FileExistsError, match="is a file"):
         model.save_pretrained(tmp_path / "f")
+
+
+def test_minillm_peft_routes_prompt_learning_configs(tmp_path):
+    # PEFT's one entry point: get_peft_model and PeftModel.from_pretrained take every method
+    import minillm.peft as our_peft
+
+    assert our_peft.PromptTuningConfig is PromptTuningConfig and our_peft.PrefixTuningConfig is PrefixTuningConfig
+    _, config = configs("gpt2", "prompt")
+    torch.manual_seed(1)
+    ours = our_peft.get_peft_model(OURS["gpt2"].from_hf(HF["gpt2"]()), config)
+    assert isinstance(ours, PromptModel)
+    _train_a_little(ours)
+    ours.save_pretrained(tmp_path / "a")
+    back = our_peft.PeftModel.from_pretrained(OURS["gpt2"].from_hf(HF["gpt2"]()), tmp_path / "a")
+    assert isinstance(back, PromptModel)
+    ids = tokens()
+    close(back(ids).logits, ours(ids).logits)
+    with pytest.raises(TypeError, match="LoraConfig or a prompt-learning config"):
+        our_peft.get_peft_model(OURS["gpt2"].from_hf(HF["gpt2"]()), {"r": 8})
