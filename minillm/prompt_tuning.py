@@ -17,13 +17,16 @@ mask prefixed with ones, labels with -100, logits over N+T positions for prompt 
 adapter directory (``adapter_config.json`` + ``adapter_model.safetensors`` holding one tensor
 ``prompt_embeddings``: the encoder's *output*, so a P-tuning or projected-prefix adapter loads as a
 plain table). Works on the course's GPT and Llama (``CAUSAL_LM``), BERT for sequence classification
-(``SEQ_CLS``) and T5 (``SEQ_2_SEQ_LM``: prompts in front of the encoder input only, prefixes in the
+(``SEQ_CLS``) and token classification (``TOKEN_CLS``: prefix tuning without the projection is
+P-tuning v2's deep prompts for NER — the logits keep one row per real token) and T5 (``SEQ_2_SEQ_LM``: prompts in front of the encoder input only, prefixes in the
 decoder self-attention only, laid out as PEFT lays them out).
 Simplifications: one adapter per model, no multitask prompt tuning, ``generate`` is greedy and
-recomputes the whole sequence at every step, ``modules_to_save`` (SEQ_CLS: the classifier) trains in
+recomputes the whole sequence at every step, ``modules_to_save`` (SEQ_CLS, TOKEN_CLS: the classifier) trains in
 place instead of a copy (so "all params" counts it once, PEFT twice), and a loaded adapter stays the
 table it was saved as (PEFT's ``is_trainable=True`` would put a fresh, random MLP on top of the
-saved P-tuning output).
+saved P-tuning output). One deliberate difference: with prompt tuning or P-tuning on TOKEN_CLS
+the logits cover N+T positions (as in PEFT) and the labels (B, T) are prefixed with -100 here,
+where PEFT hands them to the model unchanged and the loss fails on the length mismatch.
 
 Shape letters: B batch, T tokens, N virtual tokens, C token width, L layers, nh (key/value) heads,
 hs head size, V vocabulary.
@@ -49,7 +52,8 @@ from torch import nn
 from .peft import CONFIG_NAME, WEIGHTS_NAME, _atomic_write
 from .validation import check_bool, check_choice, check_float, check_int, check_shape, describe
 
-TASK_TYPES = ("CAUSAL_LM", "SEQ_CLS", "SEQ_2_SEQ_LM")
+TASK_TYPES = ("CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS", "SEQ_2_SEQ_LM")
+_CLASSIFIERS = ("SEQ_CLS", "TOKEN_CLS")  # a new head trained in full next to the prompt
 KEY = "prompt_embeddings"  # PEFT's one tensor for every prompt-learning method
 PREFIX = "base_model."  # modules_to_save keys: the module's name in the base model behind this
 IGNORE_INDEX = -100
@@ -68,12 +72,12 @@ class PromptLearningConfig:
 
     peft_type: ClassVar[str] = ""
     num_virtual_tokens: int | None = None  # N: trainable positions in front of every input
-    task_type: str | None = None  # "CAUSAL_LM", "SEQ_CLS" or "SEQ_2_SEQ_LM"; None: the model's own
+    task_type: str | None = None  # "CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS", "SEQ_2_SEQ_LM"; None: the model's own
     token_dim: int | None = None  # width of a virtual token (prefix tuning: key/value width)
     num_transformer_submodules: int | None = None  # 2 for encoder–decoder models, else 1
     num_attention_heads: int | None = None  # heads of the prefix keys/values (key/value heads)
     num_layers: int | None = None  # layers that get a prefix
-    modules_to_save: list[str] | None = None  # trained in full and saved (SEQ_CLS: the classifier)
+    modules_to_save: list[str] | None = None  # trained in full and saved (SEQ_CLS, TOKEN_CLS: the classifier)
     inference_mode: bool = False  # True: the encoder is the saved prompt itself (after loading)
     base_model_name_or_path: str | None = None  # only recorded
 
@@ -277,7 +281,7 @@ class _Family:
 
 
 def _family(model: nn.Module) -> _Family:
-    from .models.bert import BertForSequenceClassification
+    from .models.bert import BertForSequenceClassification, BertForTokenClassification
     from .models.gpt import GPT
     from .models.llama import LlamaForCausalLM
     from .models.t5 import T5ForConditionalGeneration
@@ -291,9 +295,10 @@ def _family(model: nn.Module) -> _Family:
         return _Family("llama", "CAUSAL_LM", model.model.embed_tokens, c.num_hidden_layers,
                        c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim,
                        c.max_position_embeddings, "max_position_embeddings", model)
-    if isinstance(model, BertForSequenceClassification):
+    if isinstance(model, (BertForSequenceClassification, BertForTokenClassification)):
         c = model.config
-        return _Family("bert", "SEQ_CLS", model.bert.embeddings.word_embeddings, c.num_hidden_layers,
+        task = "SEQ_CLS" if isinstance(model, BertForSequenceClassification) else "TOKEN_CLS"
+        return _Family("bert", task, model.bert.embeddings.word_embeddings, c.num_hidden_layers,
                        c.hidden_size, c.num_attention_heads, c.num_attention_heads,
                        c.hidden_size // c.num_attention_heads, c.max_position_embeddings,
                        "max_position_embeddings", model.bert)
@@ -302,7 +307,8 @@ def _family(model: nn.Module) -> _Family:
         return _Family("t5", "SEQ_2_SEQ_LM", model.shared, c.num_layers, c.d_model, c.num_heads,
                        c.num_heads, c.d_kv, None, "", model, decoder_layers=c.num_decoder_layers)
     raise TypeError(f"prompt learning here supports minillm's GPT and LlamaForCausalLM (CAUSAL_LM), "
-                    f"BertForSequenceClassification (SEQ_CLS) and T5ForConditionalGeneration "
+                    f"BertForSequenceClassification (SEQ_CLS), BertForTokenClassification (TOKEN_CLS) "
+                    f"and T5ForConditionalGeneration "
                     f"(SEQ_2_SEQ_LM), got {type(model).__name__}")
 
 
@@ -327,7 +333,7 @@ def _complete(config: PromptLearningConfig, fam: _Family) -> PromptLearningConfi
         setattr(config, name, value)
     if hasattr(config, "encoder_hidden_size") and config.encoder_hidden_size is None:
         config.encoder_hidden_size = config.token_dim
-    if config.task_type == "SEQ_CLS":
+    if config.task_type in _CLASSIFIERS:
         saved = list(config.modules_to_save or [])
         config.modules_to_save = saved + [m for m in ("classifier", "score") if m not in saved]
     N = config.num_virtual_tokens
@@ -409,7 +415,7 @@ class PromptModel(nn.Module):
             if not all(0 <= i < V for i in init_ids):
                 raise ValueError(f"the tokenizer gave ids outside the model's vocabulary [0, {V}): "
                                  f"{init_ids[:8]}")
-        saved = _match_modules(model, config.modules_to_save, required=config.task_type != "SEQ_CLS")
+        saved = _match_modules(model, config.modules_to_save, required=config.task_type not in _CLASSIFIERS)
         self.base_model = model
         self.peft_config = {"default": config}
         self._family = fam  # holds module references without registering them twice
@@ -482,7 +488,8 @@ class PromptModel(nn.Module):
         """PEFT's forward for the task: prepend the prompt (or pass the prefixes), extend the masks.
 
         Causal LM returns :class:`CausalLMOutput` (``loss`` when ``labels`` (B, T) are given, with
-        -100 for the virtual tokens); SEQ_CLS and SEQ_2_SEQ_LM return what the model returns.
+        -100 for the virtual tokens); SEQ_CLS, TOKEN_CLS and SEQ_2_SEQ_LM return what the model
+        returns (TOKEN_CLS with a prompt: logits (B, N+T, L), labels (B, T) prefixed with -100).
         """
         config = self.peft_config["default"]
         if self.disabled:  # the plain model (a causal LM's loss computed here, as with the prompt)
@@ -516,13 +523,16 @@ class PromptModel(nn.Module):
         if attention_mask is not None:
             check_shape("attention_mask", attention_mask, (B, T), expected="(B, T) like the input")
             attention_mask = torch.cat([attention_mask.new_ones(B, N), attention_mask], dim=1)
-        if config.task_type == "SEQ_CLS":
+        if config.task_type in _CLASSIFIERS:
             if prefix:
                 return self.base_model(input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                                        labels=labels, past_key_values=self.get_prompt(B), **kwargs)
             if kwargs.get("token_type_ids") is not None:
                 tt = kwargs["token_type_ids"]
                 kwargs["token_type_ids"] = torch.cat([tt.new_zeros(B, N), tt], dim=1)
+            if labels is not None and config.task_type == "TOKEN_CLS":  # one label per position
+                check_shape("labels", labels, (B, T), expected="(B, T) like the input")
+                labels = torch.cat([labels.new_full((B, N), IGNORE_INDEX), labels], dim=1)
             return self.base_model(inputs_embeds=self._with_prompt(input_ids, inputs_embeds, B),
                                    attention_mask=attention_mask, labels=labels, **kwargs)
         # CAUSAL_LM
@@ -636,7 +646,7 @@ class PromptModel(nn.Module):
             raise ValueError(f"{directory / CONFIG_NAME} is not valid JSON: {e}") from e
         config = PromptLearningConfig.from_dict(record)
         config.inference_mode = True
-        if config.task_type == "SEQ_CLS" and config.modules_to_save:  # added again on wrapping
+        if config.task_type in _CLASSIFIERS and config.modules_to_save:  # added again on wrapping
             config.modules_to_save = [m for m in config.modules_to_save if m not in ("classifier", "score")]
         config.modules_to_save = config.modules_to_save or None
         state = load_file(str(directory / WEIGHTS_NAME))

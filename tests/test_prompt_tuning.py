@@ -20,6 +20,7 @@ transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from minillm.models.bert import BertForSequenceClassification as OurBertCls  # noqa: E402
+from minillm.models.bert import BertForTokenClassification as OurBertTok  # noqa: E402
 from minillm.models.gpt import GPT  # noqa: E402
 from minillm.models.llama import LlamaForCausalLM as OurLlama  # noqa: E402
 from minillm.models.t5 import T5ForConditionalGeneration as OurT5  # noqa: E402
@@ -381,6 +382,125 @@ def test_bert_prefix_tuning_equals_explicit_prefix():
     assert model.prompt_encoder.embedding.weight.grad.abs().sum() > 0
 
 
+# ---------------------------------------------------------------- BERT token classification (NER)
+
+
+def hf_bert_tokens(num_labels: int = 5):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=32, num_labels=num_labels,
+                                     attn_implementation="eager")
+    return transformers.BertForTokenClassification(config).eval()
+
+
+def token_pair(method: str, seed: int = 1):
+    ref_cls, our_cls, extra = METHODS[method]
+    fields = dict(task_type="TOKEN_CLS", num_virtual_tokens=N, **extra)
+    hf = hf_bert_tokens()
+    mine = OurBertTok.from_hf(hf)
+    torch.manual_seed(seed)
+    ref = peft.get_peft_model(hf, ref_cls(**fields))
+    torch.manual_seed(seed)
+    return ref, get_prompt_model(mine, our_cls(**fields))
+
+
+def token_labels(mask):
+    labels = torch.randint(0, 5, mask.shape, generator=torch.Generator().manual_seed(3))
+    labels[mask == 0] = -100
+    labels[:, 0] = -100  # [CLS]
+    return labels
+
+
+@pytest.mark.parametrize("method", ["prompt", "ptuning_mlp", "ptuning_lstm"])
+def test_bert_token_classification_equals_peft(method, tmp_path):
+    """Prompt tuning / P-tuning v1 on NER: logits over N+T positions as PEFT's; our loss skips the
+    virtual tokens (PEFT passes the (B, T) labels on unchanged and the loss fails on the length)."""
+    ref, ours = token_pair(method)
+    assert ours.peft_config["default"].task_type == "TOKEN_CLS"
+    close(ours.get_prompt_embedding_to_save(), ref.get_prompt_embedding_to_save("default"), atol=0)
+    ids = tokens()
+    mask = padded_mask(ids)
+    y_ref = ref(input_ids=ids, attention_mask=mask)
+    labels = token_labels(mask)
+    y = ours(ids, attention_mask=mask, labels=labels)
+    assert y.logits.shape == (2, N + 7, 5)
+    close(y.logits, y_ref.logits)
+    expected_loss = torch.nn.functional.cross_entropy(y_ref.logits[:, N:].reshape(-1, 5), labels.reshape(-1),
+                                                      ignore_index=-100)
+    close(y.loss, expected_loss)
+    assert {n for n, p in ours.named_parameters() if p.requires_grad} >= \
+        {"base_model.classifier.weight", "base_model.classifier.bias"}
+    assert ours.get_nb_trainable_parameters()[0] == ref.get_nb_trainable_parameters()[0]
+    _train_a_little(ours)
+    ours.save_pretrained(tmp_path / "ours")
+    loaded = peft.PeftModel.from_pretrained(hf_bert_tokens(), tmp_path / "ours")
+    expected = ours(ids, attention_mask=mask).logits
+    close(loaded(input_ids=ids, attention_mask=mask).logits, expected)
+    loaded.save_pretrained(tmp_path / "peft")
+    back = PromptModel.from_pretrained(OurBertTok.from_hf(hf_bert_tokens()), tmp_path / "peft")
+    close(back(ids, attention_mask=mask).logits, expected)
+
+
+def _explicit_bert_tokens_with_prefix(model: OurBertTok, ids, mask, prefixes):
+    """BERT for token classification written out (post-LN, eval mode) with prefix keys/values
+    concatenated inside every layer's attention; positions P .. P+T-1, as PEFT feeds BERT."""
+    B, T = ids.shape
+    P = prefixes[0][0].size(2)
+    bert, c = model.bert, model.config
+    nh, hs = c.num_attention_heads, c.hidden_size // c.num_attention_heads
+    e = bert.embeddings
+    x = e.word_embeddings(ids) + e.token_type_embeddings.weight[0] + e.position_embeddings(torch.arange(P, P + T))
+    x = e.LayerNorm(x)
+    keep = torch.cat([torch.ones(B, P, dtype=torch.bool), mask.bool()], dim=1)  # (B, P+T)
+    for layer, (pk, pv) in zip(bert.encoder.layer, prefixes):
+        a = layer.attention.self
+        heads = lambda t: t.view(B, T, nh, hs).transpose(1, 2)  # noqa: E731  (B, nh, T, hs)
+        q, k, v = heads(a.query(x)), heads(a.key(x)), heads(a.value(x))
+        k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)  # (B, nh, P+T, hs)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(hs)  # (B, nh, T, P+T)
+        scores = scores.masked_fill(~keep[:, None, None, :], float("-inf"))
+        h = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, nh * hs)
+        x = layer.attention.output.LayerNorm(layer.attention.output.dense(h) + x)
+        x = layer.output.LayerNorm(layer.output.dense(layer.intermediate(x)) + x)
+    return model.classifier(x)  # (B, T, L)
+
+
+@pytest.mark.parametrize("projection", [False, True])
+def test_ptuning_v2_token_classification_equals_written_out_bert(projection):
+    """P-tuning v2 (deep prompts: prefix tuning, no projection) for NER: one logit row per real token,
+    equal to BERT written out with the prefixes concatenated inside each attention."""
+    torch.manual_seed(1)
+    extra = dict(prefix_projection=True, encoder_hidden_size=24) if projection else {}
+    model = get_prompt_model(OurBertTok.from_hf(hf_bert_tokens()),
+                             PrefixTuningConfig(task_type="TOKEN_CLS", num_virtual_tokens=N, **extra))
+    with torch.no_grad():  # a non-trivial (trained-looking) prefix
+        for p in model.prompt_encoder.parameters():
+            p.normal_(0, 0.5)
+    ids = tokens()
+    mask = padded_mask(ids)
+    labels = token_labels(mask)
+    y = model(ids, attention_mask=mask, labels=labels)
+    assert y.logits.shape == (2, 7, 5)
+    twin = _explicit_bert_tokens_with_prefix(model.base_model, ids, mask, model.get_prompt(2))
+    close(y.logits, twin)
+    close(y.loss, torch.nn.functional.cross_entropy(twin.reshape(-1, 5), labels.reshape(-1), ignore_index=-100))
+    assert (model.base_model(ids, attention_mask=mask).logits - y.logits).abs().max() > 1e-3
+    y.loss.backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"base_model.classifier.weight", "base_model.classifier.bias"} | \
+        {"prompt_encoder." + n for n, _ in model.prompt_encoder.named_parameters()}
+    assert all(p.grad.abs().sum() > 0 for p in model.prompt_encoder.parameters())
+
+
+def test_token_classification_labels_must_match_the_input():
+    model = get_prompt_model(OurBertTok.from_hf(hf_bert_tokens()), PromptTuningConfig(num_virtual_tokens=N))
+    with pytest.raises(ValueError, match=r"labels.*\(2, 7\)"):
+        model(tokens(), labels=torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="task_type='SEQ_CLS' does not fit bert.*'TOKEN_CLS'"):
+        get_prompt_model(OurBertTok.from_hf(hf_bert_tokens()),
+                         PromptTuningConfig(num_virtual_tokens=N, task_type="SEQ_CLS"))
+
+
 # ---------------------------------------------------------------- prefixes: the slow twin
 
 
@@ -469,7 +589,7 @@ def test_t5_prefix_tuning_equals_peft(method):
     (dict(num_virtual_tokens=-2), ValueError, "got -2"),
     (dict(num_virtual_tokens=None), TypeError, "num_virtual_tokens must be an int"),
     (dict(num_virtual_tokens=2.0), TypeError, "num_virtual_tokens"),
-    (dict(num_virtual_tokens=2, task_type="TOKEN_CLS"), ValueError, "task_type"),
+    (dict(num_virtual_tokens=2, task_type="QUESTION_ANS"), ValueError, "task_type"),
     (dict(num_virtual_tokens=2, prompt_tuning_init="TEXT"), ValueError, "prompt_tuning_init_text"),
     (dict(num_virtual_tokens=2, prompt_tuning_init="text"), ValueError, "prompt_tuning_init")])
 def test_bad_config_values(kw, error, match):
