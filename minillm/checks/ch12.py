@@ -121,6 +121,9 @@ def _freeze_variants(names, start, prefixes) -> _Variants:
     ]
 
 
+_CHANGED_PREFIXES = object()  # what the learner wrapper returns when fn modified its prefixes argument
+
+
 def check_freeze_except(fn) -> CheckResult:
     """``fn(model, prefixes)`` freezes every parameter of ``model`` except those whose name equals
     one of ``prefixes`` or starts with it followed by ``.``, makes those trainable, and returns their
@@ -160,13 +163,19 @@ def check_freeze_except(fn) -> CheckResult:
 
     def learner(seed, layers, prefixes, start):
         model = build(seed, layers, start)
-        returned = fn(model, list(prefixes))
+        given = list(prefixes)
+        returned = fn(model, given)
+        if given != list(prefixes):  # the caller's list must come back as it was
+            return _CHANGED_PREFIXES, given
         if isinstance(returned, tuple):
             returned = list(returned)
         return returned, [n for n, p in model.named_parameters() if p.requires_grad]
 
     def cmp(expected, got, **kw):
         returned, trainable = got
+        if returned is _CHANGED_PREFIXES:
+            return (f"freeze_except changed the list of prefixes it was given in place (it came back "
+                    f"as {trainable!r}): read the prefixes, do not modify the caller's list")
         msg = compare(expected[1], trainable, path="the parameters left trainable")
         if msg is None and not (isinstance(returned, list) and returned == expected[0]):
             msg = (f"the returned names: expected the list {_names(expected[0])}, got "
