@@ -336,14 +336,22 @@ class GPT(nn.Module):
         return self.transformer.drop(x + pos)
 
     def _mask(self, attention_mask, B: int, T: int, past: int, dtype: torch.dtype):
-        """(B, L+T) 1/0 "is a real token" → additive (B, 1, 1, L+T) mask, or None."""
+        """(B, L+T) 1/0 "is a real token" → additive (B, 1, 1, L+T) mask; (B, T, L+T) 1/0 "query i
+        may see key j" (packed sequences: a block-diagonal mask) → (B, 1, T, L+T); or None."""
         if attention_mask is None:
             return None
-        check_tensor("attention_mask", attention_mask, ndim=2)
-        if attention_mask.shape not in ((B, past + T),) + (((B, T),) if past == 0 else ()):
+        check_tensor("attention_mask", attention_mask, ndim=(2, 3))
+        if attention_mask.dim() == 3:
+            if attention_mask.shape != (B, T, past + T):
+                raise ValueError(f"a 3-D attention_mask must have shape (B, T, past + T) = "
+                                 f"{(B, T, past + T)} (1 = query i may see key j), got "
+                                 f"{tuple(attention_mask.shape)}")
+            hide = ~attention_mask.bool()[:, None]  # (B, 1, T, L+T); causality is added on top
+        elif attention_mask.shape not in ((B, past + T),) + (((B, T),) if past == 0 else ()):
             raise ValueError(f"attention_mask must have shape (B, past + T) = {(B, past + T)} (1 = "
                              f"real token, 0 = padding), got {tuple(attention_mask.shape)}")
-        hide = ~attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L+T)
+        else:
+            hide = ~attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L+T)
         # additive like Hugging Face: a fully hidden query row (left padding) stays finite
         return torch.zeros(hide.shape, dtype=dtype, device=hide.device).masked_fill(
             hide, torch.finfo(dtype).min)
@@ -388,7 +396,9 @@ class GPT(nn.Module):
         input_ids (B, T) token ids in [0, vocab_size), or inputs_embeds (B, T, C) (prompt tuning
             feeds its virtual tokens this way).
         attention_mask (B, L+T): 1 = real token, 0 = padding (hidden as a key). Positions are not
-            derived from it: with left padding pass ``position_ids`` too, as in HF GPT-2.
+            derived from it: with left padding pass ``position_ids`` too, as in HF GPT-2. A 3-D
+            mask (B, T, L+T) says which keys each query may see (on top of causality): packed
+            sequences use a block-diagonal one (:func:`minillm.sft.pack_examples`).
         position_ids (B, T) or (T,): default ``past .. past+T-1``.
         past_key_values: a :class:`KVCache` (filled in place; ``generate`` uses one) or one
             (key, value) pair per layer, each (B, n_head, L, head size), put in front of this call's
