@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .sft import IGNORE_INDEX
-from .validation import check_float, check_tensor, describe
+from .validation import check_float, check_same_length, check_tensor, describe
 
 __all__ = ["token_log_probs", "sequence_log_probs", "bradley_terry_loss", "pairwise_accuracy",
            "RewardModel", "dpo_loss", "check_same_vocabulary", "check_pairs"]
@@ -66,9 +66,8 @@ def check_pairs(chosen: Sequence, rejected: Sequence) -> None:
         if chosen.shape != rejected.shape:
             raise ValueError(f"chosen and rejected must pair up element by element: got shapes "
                              f"{tuple(chosen.shape)} and {tuple(rejected.shape)}")
-    elif len(chosen) != len(rejected):
-        raise ValueError(f"chosen and rejected must pair up element by element: got {len(chosen)} "
-                         f"chosen and {len(rejected)} rejected")
+    else:
+        check_same_length(("chosen", "rejected"), chosen, rejected)
 
 
 def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, *,

@@ -46,10 +46,10 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .peft import CONFIG_NAME, WEIGHTS_NAME, _atomic_write
+from .sft import shifted_cross_entropy
 from .validation import check_bool, check_choice, check_float, check_int, check_shape, describe
 
 TASK_TYPES = ("CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS", "SEQ_2_SEQ_LM")
@@ -705,9 +705,7 @@ def _match_modules(model: nn.Module, names: list[str] | None, *, required: bool)
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Hugging Face's causal-LM loss: position t predicts labels[t+1]; -100 is ignored; fp32."""
-    targets = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]  # (B, T): the next token's label
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
-                           targets.reshape(-1).to(logits.device), ignore_index=IGNORE_INDEX)
+    return shifted_cross_entropy(logits, labels)
 
 
 def get_prompt_model(model: nn.Module, config: PromptLearningConfig, *,

@@ -31,6 +31,7 @@ from torch import nn
 
 from .models.gpt import GPT, KVCache as GPTCache
 from .models.llama import KVCache as LlamaCache, LlamaForCausalLM
+from .preference import token_log_probs
 from .sampling import check_generate_args, process_logits
 from .validation import check_float, check_int, check_tensor
 
@@ -78,14 +79,29 @@ def _check_prompts(model: nn.Module, prompts: torch.Tensor, max_new_tokens: int)
                          f"longer than the model's context window ({limit})")
 
 
+def _check_sampling(model, prompts, max_new_tokens, temperature, top_k) -> None:
+    check_generate_args(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k)
+    check_int("max_new_tokens", max_new_tokens, low=1)
+    _check_prompts(model, prompts, max_new_tokens)
+
+
+def _pick(logits: torch.Tensor, temperature, top_k, do_sample, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token logits (B, V) → (tokens (B, 1), their log-probabilities (B, 1)) under the
+    distribution they are drawn from (after temperature and top-k); argmax when not sampling."""
+    logp = process_logits(logits.float(), temperature=temperature, top_k=top_k).log_softmax(dim=-1)
+    nxt = (torch.multinomial(logp.exp(), 1, generator=generator) if do_sample
+           else logp.argmax(dim=-1, keepdim=True))
+    return nxt, logp.gather(-1, nxt)
+
+
 def _finish(prompts, tokens, logps, eos_token_id) -> Rollout:
     responses = torch.cat(tokens, dim=1)  # (B, T)
     log_probs = torch.cat(logps, dim=1)
     if eos_token_id is None:
         mask = torch.ones_like(log_probs)
     else:  # keep tokens up to and including the first end token
-        ended_before = (responses == eos_token_id).long().cumsum(dim=1) - (responses == eos_token_id).long()
-        mask = (ended_before == 0).float()
+        is_end = (responses == eos_token_id).long()
+        mask = (is_end.cumsum(dim=1) - is_end == 0).float()  # no end token strictly before
     return Rollout(torch.cat([prompts, responses], dim=1), responses, log_probs * mask, mask)
 
 
@@ -98,9 +114,7 @@ def sample_responses(model: nn.Module, prompts: torch.Tensor, max_new_tokens: in
     times for GRPO — with a key/value cache: the prompt is read once, then one token per step for
     the whole batch. Returns a :class:`Rollout`; its ``log_probs`` are those of the distribution the
     tokens were drawn from (after temperature and top-k), what PPO's ratio needs as π_old."""
-    check_generate_args(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k)
-    check_int("max_new_tokens", max_new_tokens, low=1)
-    _check_prompts(model, prompts, max_new_tokens)
+    _check_sampling(model, prompts, max_new_tokens, temperature, top_k)
     was_training = model.training
     model.eval()
     try:
@@ -110,12 +124,9 @@ def sample_responses(model: nn.Module, prompts: torch.Tensor, max_new_tokens: in
         logits = model(prompts, past_key_values=cache)[:, -1]  # (B, V)
         tokens, logps = [], []
         for step in range(max_new_tokens):
-            scores = process_logits(logits.float(), temperature=temperature, top_k=top_k)
-            logp = scores.log_softmax(dim=-1)  # (B, V)
-            nxt = (torch.multinomial(logp.exp(), 1, generator=generator) if do_sample
-                   else logp.argmax(dim=-1, keepdim=True))  # (B, 1)
+            nxt, logp = _pick(logits, temperature, top_k, do_sample, generator)  # (B, 1) each
             tokens.append(nxt)
-            logps.append(logp.gather(-1, nxt))
+            logps.append(logp)
             if step + 1 < max_new_tokens:
                 logits = model(nxt, past_key_values=cache)[:, -1]
     finally:
@@ -130,9 +141,7 @@ def sample_responses_naive(model: nn.Module, prompts: torch.Tensor, max_new_toke
                            ) -> Rollout:
     """The slow twin of :func:`sample_responses`: one prompt at a time, the whole sequence run
     through the model at every step (no cache). Greedy outputs and log-probabilities are equal."""
-    check_generate_args(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k)
-    check_int("max_new_tokens", max_new_tokens, low=1)
-    _check_prompts(model, prompts, max_new_tokens)
+    _check_sampling(model, prompts, max_new_tokens, temperature, top_k)
     was_training = model.training
     model.eval()
     rows = []
@@ -141,12 +150,10 @@ def sample_responses_naive(model: nn.Module, prompts: torch.Tensor, max_new_toke
             seq = prompts[b:b + 1]
             toks, lps = [], []
             for _ in range(max_new_tokens):
-                logits = model(seq)[:, -1].float()  # (1, V) recomputed from the start
-                logp = process_logits(logits, temperature=temperature, top_k=top_k).log_softmax(-1)
-                nxt = (torch.multinomial(logp.exp(), 1, generator=generator) if do_sample
-                       else logp.argmax(dim=-1, keepdim=True))
+                logits = model(seq)[:, -1]  # (1, V) recomputed from the start
+                nxt, logp = _pick(logits, temperature, top_k, do_sample, generator)
                 toks.append(nxt)
-                lps.append(logp.gather(-1, nxt))
+                lps.append(logp)
                 seq = torch.cat([seq, nxt], dim=1)
             rows.append((torch.cat(toks, 1), torch.cat(lps, 1)))
     finally:
@@ -168,7 +175,7 @@ def response_log_probs(model: nn.Module, sequences: torch.Tensor, response_lengt
                          f"{sequences.size(1)}")
     temperature = check_float("temperature", temperature, low=0, low_inclusive=False)
     logits = model(sequences)[:, -T - 1:-1].float() / temperature  # (B, T, V): logits at t predict t+1
-    return logits.log_softmax(dim=-1).gather(-1, sequences[:, -T:].unsqueeze(-1)).squeeze(-1)
+    return token_log_probs(logits, sequences[:, -T:])
 
 
 # ---------------------------------------------------------------- KL and rewards
@@ -261,6 +268,17 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None =
     return advantages, advantages + values * mask
 
 
+def _clipped_surrogate(log_probs, old_log_probs, advantages, clip_range
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's per-token loss max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)) and a float mask of the tokens where the
+    clipped term won (they pass no gradient)."""
+    clip_range = check_float("clip_range", clip_range, low=0, low_inclusive=False)
+    ratio = (log_probs - old_log_probs).exp()
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - clip_range, 1 + clip_range)
+    return torch.maximum(unclipped, clipped), (clipped > unclipped).float()
+
+
 def ppo_losses(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
                mask: torch.Tensor, *, values: torch.Tensor | None = None,
                old_values: torch.Tensor | None = None, returns: torch.Tensor | None = None,
@@ -277,14 +295,10 @@ def ppo_losses(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages:
         if t.shape != log_probs.shape:
             raise ValueError(f"{name} must have the shape of log_probs {tuple(log_probs.shape)}, got "
                              f"{tuple(t.shape)}")
-    clip_range = check_float("clip_range", clip_range, low=0, low_inclusive=False)
-    log_ratio = log_probs - old_log_probs
-    ratio = log_ratio.exp()
-    unclipped = -advantages * ratio
-    clipped = -advantages * ratio.clamp(1 - clip_range, 1 + clip_range)
-    pg_loss = masked_mean(torch.maximum(unclipped, clipped), mask)
-    stats = {"clipfrac": float(masked_mean((clipped > unclipped).float(), mask)),
-             "approx_kl": float(masked_mean(0.5 * log_ratio.detach() ** 2, mask))}
+    per_token, was_clipped = _clipped_surrogate(log_probs, old_log_probs, advantages, clip_range)
+    pg_loss = masked_mean(per_token, mask)
+    stats = {"clipfrac": float(masked_mean(was_clipped, mask)),
+             "approx_kl": float(masked_mean(0.5 * (log_probs - old_log_probs).detach() ** 2, mask))}
     vf_loss = None
     if values is not None:
         if old_values is None or returns is None:
@@ -326,12 +340,8 @@ def grpo_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, ref_log_prob
         raise ValueError(f"advantages must hold one value per response ({log_probs.size(0)}), got "
                          f"{advantages.size(0)}")
     beta = check_float("beta", beta, low=0)
-    clip_range = check_float("clip_range", clip_range, low=0, low_inclusive=False)
     A = advantages[:, None].expand_as(log_probs)  # (B, T) every token shares its response's advantage
-    ratio = (log_probs - old_log_probs).exp()
-    unclipped, clipped = -A * ratio, -A * ratio.clamp(1 - clip_range, 1 + clip_range)
+    surrogate, was_clipped = _clipped_surrogate(log_probs, old_log_probs, A, clip_range)
     kl = kl_penalty(log_probs, ref_log_probs, "k3")
-    per_token = torch.maximum(unclipped, clipped) + beta * kl
-    loss = masked_mean(per_token, mask, dim=1).mean()  # sequence mean, then batch mean
-    return loss, {"kl": float(masked_mean(kl.detach(), mask)),
-                  "clipfrac": float(masked_mean((clipped > unclipped).float(), mask))}
+    loss = masked_mean(surrogate + beta * kl, mask, dim=1).mean()  # sequence mean, then batch mean
+    return loss, {"kl": float(masked_mean(kl.detach(), mask)), "clipfrac": float(masked_mean(was_clipped, mask))}

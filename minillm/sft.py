@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from .validation import check_int, check_str, check_tensor, describe
 
 __all__ = ["IGNORE_INDEX", "ChatTemplate", "CHATML", "SMOLLM2_CHAT", "Example", "build_example", "pad_batch",
-           "Packed", "pack_examples", "sft_loss", "response_mask"]
+           "Packed", "pack_examples", "sft_loss", "shifted_cross_entropy", "response_mask"]
 
 IGNORE_INDEX = -100  # cross-entropy's ignore_index, as in Hugging Face and TRL
 ROLES = ("system", "user", "assistant")
@@ -230,9 +230,16 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor, *, reduction: str = "me
                          f"got {tuple(labels.shape)}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    target = labels[:, 1:]  # (B, T-1)
-    if reduction == "mean" and not bool((target != IGNORE_INDEX).any()):
+    if reduction == "mean" and not bool((labels[:, 1:] != IGNORE_INDEX).any()):
         raise ValueError("every label is -100: there is no response token to learn in this batch")
+    return shifted_cross_entropy(logits, labels, reduction=reduction)
+
+
+def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *,
+                          reduction: str = "mean") -> torch.Tensor:
+    """Hugging Face's causal-LM loss without checks: the logits (B, T, V) at t against labels
+    (B, T) at t+1, -100 ignored, in float32 (the prompt-learning models' loss shares it)."""
+    target = labels[:, 1:].to(logits.device)  # (B, T-1)
     out = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), target.flatten(),
                           ignore_index=IGNORE_INDEX, reduction=reduction)
     return out.view(target.shape) if reduction == "none" else out
