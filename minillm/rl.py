@@ -13,6 +13,8 @@ adds at every token a penalty −β·KL(π‖π_ref) that keeps the policy near 
 * :func:`token_rewards` — −β·k1 at every token plus the sequence's score at its last token;
 * :func:`gae` — generalised advantage estimation (Schulman et al., 2016): A_t = Σ_l (γλ)^l δ_{t+l},
   δ_t = r_t + γ V_{t+1} − V_t;
+* :class:`ValueModel` — the critic: a value V_t for every position (a body and a scalar head; it
+  can start as a copy of the reward model, as in InstructGPT);
 * :func:`ppo_losses` — PPO's clipped surrogate and clipped value loss (Schulman et al., 2017);
 * :func:`grpo_advantages`, :func:`grpo_loss` — GRPO (Shao et al., 2024, DeepSeekMath): no value model;
   each prompt gets G responses and a response's advantage is its reward standardised within its
@@ -31,12 +33,12 @@ from torch import nn
 
 from .models.gpt import GPT, KVCache as GPTCache
 from .models.llama import KVCache as LlamaCache, LlamaForCausalLM
-from .preference import token_log_probs
+from .preference import RewardModel, token_log_probs
 from .sampling import check_generate_args, process_logits
 from .validation import check_float, check_int, check_tensor
 
 __all__ = ["Rollout", "sample_responses", "sample_responses_naive", "response_log_probs",
-           "kl_penalty", "token_rewards", "masked_mean", "masked_whiten", "gae", "ppo_losses",
+           "kl_penalty", "token_rewards", "masked_mean", "masked_whiten", "gae", "ValueModel", "ppo_losses",
            "grpo_advantages", "grpo_loss"]
 
 
@@ -266,6 +268,48 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None =
         next_adv = adv
         next_value = values[:, t] * mask[:, t]
     return advantages, advantages + values * mask
+
+
+class ValueModel(nn.Module):
+    """PPO's critic: an estimate V_t of the return from every position — a causal LM's final hidden
+    states (``body.hidden_states``) → ``head`` (C → 1). :meth:`response_values` reads the values
+    before each response token, the V_t :func:`gae` expects."""
+
+    def __init__(self, body: nn.Module, hidden_size: int):
+        super().__init__()
+        if not hasattr(body, "hidden_states"):
+            raise TypeError(f"body must be a minillm causal LM with a hidden_states method (GPT, Llama), "
+                            f"got {type(body).__name__}")
+        self.body = body
+        self.head = nn.Linear(hidden_size, 1, bias=False)
+        nn.init.normal_(self.head.weight, std=0.02)
+
+    @classmethod
+    def from_reward_model(cls, reward_model: RewardModel) -> "ValueModel":
+        """A critic that starts as a copy of the reward model (InstructGPT): its value at a sequence's
+        last token is the reward model's score."""
+        import copy
+
+        if not isinstance(reward_model, RewardModel):
+            raise TypeError(f"reward_model must be a minillm.preference.RewardModel, got "
+                            f"{type(reward_model).__name__}")
+        critic = cls(copy.deepcopy(reward_model.body), reward_model.score.in_features)
+        critic.head.load_state_dict(reward_model.score.state_dict())
+        return critic.to(next(reward_model.parameters()).device)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, L) → values (B, L), one per position (float32)."""
+        h = self.body.hidden_states(input_ids, attention_mask=attention_mask)  # (B, L, C)
+        return self.head(h).squeeze(-1).float()
+
+    def response_values(self, sequences: torch.Tensor, response_length: int) -> torch.Tensor:
+        """V_t before each of the last ``response_length`` tokens of ``sequences`` (B, P+T): the values
+        at positions P-1 … P+T-2, where the state holds everything before token t. (B, T)."""
+        T = check_int("response_length", response_length, low=1)
+        if T >= sequences.size(1):
+            raise ValueError(f"response_length={T} leaves no prompt in sequences of length "
+                             f"{sequences.size(1)}")
+        return self(sequences)[:, -T - 1:-1]
 
 
 def _clipped_surrogate(log_probs, old_log_probs, advantages, clip_range

@@ -194,3 +194,29 @@ def test_bad_input_is_a_clear_error():
         token_rewards(torch.zeros(3), torch.zeros(2, 4), torch.zeros(2, 4), torch.ones(2, 4), 0.1)
     with pytest.raises(ValueError, match="one value per response"):
         grpo_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3), torch.ones(2, 3))
+
+
+def test_value_model_from_a_reward_model_starts_at_its_score_and_reads_values_before_each_token():
+    from minillm.preference import RewardModel
+    from minillm.rl import ValueModel
+
+    torch.manual_seed(0)
+    body = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=16))
+    rm = RewardModel(body, 16)
+    critic = ValueModel.from_reward_model(rm)
+    seqs = torch.randint(0, 30, (3, 12))
+    values = critic(seqs)  # (B, L)
+    assert values.shape == (3, 12)
+    torch.testing.assert_close(values[:, -1], rm(seqs))  # the critic starts as the reward model
+    # a copy: training the critic leaves the reward model alone
+    critic.head.weight.data.add_(1.0)
+    assert not torch.allclose(critic(seqs)[:, -1], rm(seqs))
+    # V_t is read at the position before response token t: the state holds only the tokens before it
+    T = 4
+    torch.testing.assert_close(critic.response_values(seqs, T), critic(seqs)[:, -T - 1:-1])
+    prefix_only = torch.stack([critic(seqs[:, :p + 1])[:, -1] for p in range(12 - T - 1, 12 - 1)], dim=1)
+    torch.testing.assert_close(critic.response_values(seqs, T), prefix_only, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="leaves no prompt"):
+        critic.response_values(seqs, 12)
+    with pytest.raises(TypeError, match="RewardModel"):
+        ValueModel.from_reward_model(body)

@@ -73,6 +73,14 @@ HINTS = {'adapter_forward': [{'function': 'adapter_forward',
                               'encoding: rank = {(a_id, b_id): merge index}; merge the pair of '
                               'lowest rank until no adjacent pair has a rank'],
                     'notebook': '03_tokenization.ipynb'}],
+ 'bradley_terry_loss': [{'function': 'bradley_terry_loss',
+                         'hints': ['the loss depends only on the difference d = chosen_rewards - '
+                                   'rejected_rewards, one number per pair (B,)',
+                                   'log σ(d) is F.logsigmoid(d), finite even at d = -200 where '
+                                   'torch.sigmoid(d) rounds to 0',
+                                   'the loss is minus the mean over the pairs: '
+                                   '-F.logsigmoid(d).mean()'],
+                         'notebook': '15_alignment.ipynb'}],
  'brevity_penalty': [{'function': 'brevity_penalty',
                       'hints': ['three cases: sys_len >= ref_len, sys_len == 0, and otherwise '
                                 'math.exp(1 - ref_len / sys_len)'],
@@ -144,6 +152,13 @@ HINTS = {'adapter_forward': [{'function': 'adapter_forward',
                     'hints': ['shifted = logits - logits.max(-1, keepdim=True).values; log_probs = '
                               'shifted - log(sum(exp(shifted)))'],
                     'notebook': '04_neural_lm.ipynb'}],
+ 'dpo_loss': [{'function': 'dpo_loss',
+               'hints': ["each answer's log-ratio is policy minus reference: policy_chosen_logps - "
+                         'reference_chosen_logps, and the same for the rejected answers',
+                         'h = chosen log-ratio - rejected log-ratio, one number per pair (B,)',
+                         'β goes inside the log-sigmoid: return -F.logsigmoid(beta * h), one loss '
+                         'per pair (no mean)'],
+               'notebook': '15_alignment.ipynb'}],
  'dropout': [{'function': 'dropout',
               'hints': ['keep = torch.rand(h.shape, generator=generator) >= p is True with '
                         'probability 1 - p; return h * keep / (1 - p)'],
@@ -163,6 +178,15 @@ HINTS = {'adapter_forward': [{'function': 'adapter_forward',
                               'matches must become trainable); collect the kept names in order and '
                               'return them'],
                     'notebook': '12_fine_tuning.ipynb'}],
+ 'gae': [{'function': 'gae',
+          'hints': ['A_t needs A_{t+1}, so loop backwards, for t in reversed(range(T)), carrying '
+                    'next_value and next_adv (both 0 at the start: nothing follows the last token)',
+                    'delta = rewards[:, t] + gamma * next_value - values[:, t]; adv = (delta + '
+                    'gamma * lam * next_adv) * mask[:, t] — the mask zeroes the padding, so the '
+                    "recursion restarts at each row's end",
+                    'then next_adv = adv and next_value = values[:, t] * mask[:, t]; returns = '
+                    'advantages + values * mask'],
+          'notebook': '15_alignment.ipynb'}],
  'generate_with_cache': [{'function': 'generate_with_cache',
                           'hints': ['cache = KVCache(model.config, idx.size(0)); logits = '
                                     'model(new, past_key_values=cache)[:, -1] where new is the '
@@ -171,6 +195,14 @@ HINTS = {'adapter_forward': [{'function': 'adapter_forward',
                                     'torch.multinomial(torch.softmax(logits / temperature, -1), 1, '
                                     'generator=g)'],
                           'notebook': '08_gpt.ipynb'}],
+ 'grpo_advantages': [{'function': 'grpo_advantages',
+                      'hints': ['grouped = rewards.view(-1, group_size) is (B, G): one row per '
+                                'prompt, its G consecutive responses',
+                                'the mean and the std run along each row, dim=1 with keepdim=True; '
+                                "torch's std is already the unbiased one",
+                                '(grouped - mean) / (std + 1e-4), then .reshape(-1) back to '
+                                '(B·G,)'],
+                      'notebook': '15_alignment.ipynb'}],
  'gru_cell': [{'function': 'gru_step',
                'hints': ['keep the two products separate: the reset gate multiplies only the '
                          'hidden part u_n'],
@@ -319,6 +351,16 @@ HINTS = {'adapter_forward': [{'function': 'adapter_forward',
                           'then reshape to (B, nkv * n_rep, T, hd): the n_rep copies of a head '
                           'stay next to each other (x.repeat(1, n_rep, 1, 1) would tile them)'],
                 'notebook': '11_modern_llms.ipynb'}],
+ 'response_only_labels': [{'function': 'response_only_labels',
+                           'hints': ['each turn is three pieces, encode(f"<|im_start|>{role}\\n"), '
+                                     'encode(content) and encode("<|im_end|>\\n"), whose ids go '
+                                     'into input_ids one after the other',
+                                     "a learned piece's labels are its own ids, any other piece's "
+                                     'are [-100] * len(piece): labels line up with input_ids, no '
+                                     'shift',
+                                     "learned are an assistant turn's content and its end marker; "
+                                     'never a turn prefix, never a system or user turn'],
+                           'notebook': '15_alignment.ipynb'}],
  'rms_norm': [{'function': 'rms_norm',
                'hints': ['variance = x.float().pow(2).mean(-1, keepdim=True) is (..., 1) in '
                          'float32 — no mean subtracted',
