@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .sft import IGNORE_INDEX
-from .validation import check_float, check_same_length, check_tensor, describe
+from .validation import check_float, check_int, check_same_length, check_tensor, describe
 
 __all__ = ["token_log_probs", "sequence_log_probs", "bradley_terry_loss", "pairwise_accuracy",
-           "RewardModel", "dpo_loss", "check_same_vocabulary", "check_pairs"]
+           "scalar_head", "RewardModel", "dpo_loss", "check_same_vocabulary", "check_pairs"]
 
 
 def token_log_probs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -90,6 +90,17 @@ def pairwise_accuracy(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tens
     return float(((diff > 0).float() + 0.5 * (diff == 0).float()).mean())
 
 
+def scalar_head(body: nn.Module, hidden_size: int) -> nn.Linear:
+    """A C → 1 head (no bias, normal(0, 0.02) as Hugging Face initialises a classification head) for a
+    causal LM ``body`` whose ``hidden_states`` it will read; a body without them is a clear error."""
+    if not hasattr(body, "hidden_states"):
+        raise TypeError(f"body must be a minillm causal LM with a hidden_states method (GPT, Llama), got "
+                        f"{type(body).__name__}")
+    head = nn.Linear(check_int("hidden_size", hidden_size, low=1), 1, bias=False)
+    nn.init.normal_(head.weight, std=0.02)
+    return head
+
+
 class RewardModel(nn.Module):
     """A scalar score for each sequence: a causal LM's final hidden states (``body.hidden_states``)
     → ``score`` (C → 1, no bias) at the last real token of each row. With right padding the last real
@@ -98,12 +109,8 @@ class RewardModel(nn.Module):
 
     def __init__(self, body: nn.Module, hidden_size: int):
         super().__init__()
-        if not hasattr(body, "hidden_states"):
-            raise TypeError(f"body must be a minillm causal LM with a hidden_states method (GPT, "
-                            f"Llama), got {type(body).__name__}")
         self.body = body
-        self.score = nn.Linear(hidden_size, 1, bias=False)
-        nn.init.normal_(self.score.weight, std=0.02)  # as Hugging Face initialises a classification head
+        self.score = scalar_head(body, hidden_size)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, T) right-padded, attention_mask (B, T) → rewards (B,)."""

@@ -33,7 +33,7 @@ from torch import nn
 
 from .models.gpt import GPT, KVCache as GPTCache
 from .models.llama import KVCache as LlamaCache, LlamaForCausalLM
-from .preference import RewardModel, token_log_probs
+from .preference import RewardModel, scalar_head, token_log_probs
 from .sampling import check_generate_args, process_logits
 from .validation import check_float, check_int, check_tensor
 
@@ -277,12 +277,8 @@ class ValueModel(nn.Module):
 
     def __init__(self, body: nn.Module, hidden_size: int):
         super().__init__()
-        if not hasattr(body, "hidden_states"):
-            raise TypeError(f"body must be a minillm causal LM with a hidden_states method (GPT, Llama), "
-                            f"got {type(body).__name__}")
         self.body = body
-        self.head = nn.Linear(hidden_size, 1, bias=False)
-        nn.init.normal_(self.head.weight, std=0.02)
+        self.head = scalar_head(body, hidden_size)
 
     @classmethod
     def from_reward_model(cls, reward_model: RewardModel) -> "ValueModel":

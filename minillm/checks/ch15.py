@@ -66,6 +66,14 @@ def _scalar_message(expected: torch.Tensor, got: Any, what: str) -> str | None:
     return None
 
 
+def _not_a_pair(got: Any, names: str) -> str | None:
+    """A sentence if ``got`` (a learner's result, lists turned into tuples) is not a 2-tuple."""
+    if isinstance(got, tuple) and len(got) == 2:
+        return None
+    what = f"a {type(got).__name__}" + (f" of length {len(got)}" if isinstance(got, tuple) else "")
+    return f"expected a pair ({names}), got {what}"
+
+
 # ----------------------------------------------------------------------------- 1. SFT labels
 
 def _ref_response_only_labels(messages: list[dict], encode) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,11 +188,9 @@ def check_response_only_labels(fn) -> CheckResult:
     ref = _Recorder(_ref_response_only_labels)
 
     def cmp(expected, got, **kw):
-        if isinstance(got, list):
-            got = tuple(got)
-        if not isinstance(got, tuple) or len(got) != 2:
-            what = f"a {type(got).__name__}" + (f" of length {len(got)}" if isinstance(got, tuple) else "")
-            return f"expected a pair (input_ids, labels), got {what}"
+        got = tuple(got) if isinstance(got, list) else got
+        if (why := _not_a_pair(got, "input_ids, labels")):
+            return why
         ids, why = _as_ids(got[0], "input_ids")
         if why:
             return why
@@ -507,11 +513,9 @@ def check_gae(fn) -> CheckResult:
     ref = _Recorder(_ref_gae)
 
     def cmp(expected, got, **kw):
-        if isinstance(got, list):
-            got = tuple(got)
-        if not isinstance(got, tuple) or len(got) != 2:
-            what = f"a {type(got).__name__}" + (f" of length {len(got)}" if isinstance(got, tuple) else "")
-            return f"expected a pair (advantages, returns), got {what}"
+        got = tuple(got) if isinstance(got, list) else got
+        if (why := _not_a_pair(got, "advantages, returns")):
+            return why
         for name, e, t in zip(("advantages", "returns"), expected, got):
             if isinstance(t, torch.Tensor) and t.shape == e.shape and t.dtype != e.dtype:
                 return f"{name}: expected dtype {_dtype_name(e.dtype)} like rewards, got {_dtype_name(t.dtype)}"
