@@ -166,14 +166,22 @@ def _write_weights(tensors: dict[str, torch.Tensor], directory: Path) -> tuple[s
     return digest, size
 
 
-def _write_config(text: str, directory: Path) -> None:
-    tmp = directory / f"{CONFIG}.tmp"
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half of it:
+    a fsynced temporary sibling renamed into place (POSIX ``rename`` is atomic)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, directory / CONFIG)  # config.json appears complete, after the weights
-    _fsync_dir(directory)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def _write_config(text: str, directory: Path) -> None:
+    write_text_atomic(directory / CONFIG, text)  # config.json appears complete, after the weights
 
 
 def _complete(directory: Path) -> bool:

@@ -4,6 +4,7 @@
 gradient accumulation, gradient clipping, mixed precision (autocast), periodic evaluation and a
 progress bar, and returns a :class:`History` that ``history.plot()`` turns into a loss curve.
 A NaN or infinite loss stops training with :class:`NonFiniteLossError` saying where it happened.
+A model wrapped in ``DistributedDataParallel`` trains data-parallel (see :mod:`minillm.distributed`).
 
 Batches are whatever the loss function understands; the default ``lm_loss`` expects ``(x, y)``
 with integer tensors of shape (B, T) and a model returning logits (B, T, V). Shape letters:
@@ -12,6 +13,7 @@ B batch, T time (sequence length), V vocabulary.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
@@ -289,6 +291,12 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
         loss_fn: ``loss_fn(model, batch) -> scalar loss``; default next-token cross-entropy.
         optimizer: default AdamW from :func:`make_optimizer`; the LR is set every step by ``get_lr``.
         history: continue an existing history (its step counter carries on).
+
+    A ``torch.nn.parallel.DistributedDataParallel`` model (launched by torchrun, see
+    :mod:`minillm.distributed`) gets its gradients all-reduced once per optimizer step: on the last
+    micro-batch, the others run under ``model.no_sync()``. Each rank should read its own share of the
+    global batch (``shard_batches``). The recorded train loss (and val loss) is the mean over ranks
+    and ``items_seen`` the sum, so every rank returns the same History; only rank 0 shows progress.
     """
     _check_module("model", model)
     _check_source("train_data", train_data)
@@ -308,6 +316,10 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
     if history is not None and not isinstance(history, History):
         raise TypeError(f"history must be a History or None, got {type(history).__name__}")
     cfg = TrainConfig(**{**asdict(config or TrainConfig()), **overrides})
+    ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+    if ddp:
+        from .distributed import all_reduce_mean, get_world_size, is_main_process
+    show = cfg.progress and (not ddp or is_main_process())
     device = check_device("device", device) if device is not None else _model_device(model)
     model.to(device)
     amp_dtype = autocast_dtype(device) if cfg.autocast == "auto" else cfg.autocast
@@ -326,7 +338,7 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(cfg.steps), desc="training", disable=not cfg.progress, leave=True)
+    bar = tqdm(range(cfg.steps), desc="training", disable=not show, leave=True)
     t0 = time.perf_counter()
     model.train()
     for i in bar:
@@ -335,22 +347,34 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
                     min_lr=cfg.min_lr)
         for group in optimizer.param_groups:  # a group's "lr_scale" (layer-wise learning rates) scales it
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        step_loss = 0.0
+        step_loss, items = 0.0, 0
         for micro in range(cfg.accum_steps):
             batch = to_device(next(stream), device)
-            hist.items_seen += _batch_size(batch)
-            with autocast_ctx(device, amp_dtype):
-                loss = loss_fn(fwd_model, batch)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                last = f"{hist.train_loss[-1]:.4f}" if hist.train_loss else "none yet"
+            items += _batch_size(batch)
+            # DDP all-reduces gradients in backward; accumulate locally until the last micro-batch
+            sync = not ddp or micro == cfg.accum_steps - 1
+            with contextlib.nullcontext() if sync else model.no_sync():
+                with autocast_ctx(device, amp_dtype):
+                    loss = loss_fn(fwd_model, batch)
+                loss_value = float(loss.detach())
+                if not ddp and not math.isfinite(loss_value):
+                    last = f"{hist.train_loss[-1]:.4f}" if hist.train_loss else "none yet"
+                    raise NonFiniteLossError(
+                        f"loss became {loss_value} at step {step} (micro-batch {micro} of "
+                        f"{cfg.accum_steps}, lr {lr:.3g}); last finite step loss: {last}. "
+                        "Try a lower learning rate, gradient clipping, or check the inputs for NaN.")
+                step_loss += loss_value / cfg.accum_steps
+                scaled = loss / cfg.accum_steps
+                (scaler.scale(scaled) if scaler else scaled).backward()
+        if ddp:  # every rank must reach this collective, so a NaN is checked after it, on all ranks
+            step_loss, mean_items = all_reduce_mean([step_loss, items], device)
+            items = round(mean_items * get_world_size())
+            if not math.isfinite(step_loss):
                 raise NonFiniteLossError(
-                    f"loss became {loss_value} at step {step} (micro-batch {micro} of "
-                    f"{cfg.accum_steps}, lr {lr:.3g}); last finite step loss: {last}. "
-                    "Try a lower learning rate, gradient clipping, or check the inputs for NaN.")
-            step_loss += loss_value / cfg.accum_steps
-            scaled = loss / cfg.accum_steps
-            (scaler.scale(scaled) if scaler else scaled).backward()
+                    f"loss became {step_loss} at step {step} on at least one of {get_world_size()} "
+                    f"ranks (lr {lr:.3g}). Try a lower learning rate, gradient clipping, or check "
+                    "the inputs for NaN.")
+        hist.items_seen += items
         if scaler:
             scaler.unscale_(optimizer)
         params = [p for p in model.parameters() if p.grad is not None]
@@ -373,8 +397,10 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
         hist.grad_norm.append(grad_norm)
         last_step = i == cfg.steps - 1
         if val_stream is not None and ((i + 1) % cfg.eval_every == 0 or last_step):
-            val = evaluate(model, val_stream, loss_fn=loss_fn, max_batches=cfg.eval_batches,
-                           device=device, autocast=amp_dtype)
+            val = evaluate(model.module if ddp else model, val_stream, loss_fn=loss_fn,
+                           max_batches=cfg.eval_batches, device=device, autocast=amp_dtype)
+            if ddp:  # ranks may hold different validation shards: record their mean everywhere
+                val = all_reduce_mean([val], device)[0]
             hist.eval_step.append(step)
             hist.val_loss.append(val)
             if cfg.patience is not None:
@@ -396,7 +422,7 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
     if best is not None:  # early stopping keeps the weights of the best evaluation
         model.load_state_dict(best[2])
         hist.best_step = best[1]
-    if cfg.progress:  # a plain line that stays readable where the progress widget does not render
+    if show:  # a plain line that stays readable where the progress widget does not render
         val = f", val loss {hist.val_loss[-1]:.4f}" if hist.val_loss else ""
         stop = "; stopped early" if hist.stopped_early else ""
         if best is not None and hist.best_step != hist.step[-1]:
