@@ -296,6 +296,7 @@ class Int8Linear(_WeightOnlyLinear):
         self.compute_dtype = _check_compute_dtype(compute_dtype)
         self.register_buffer("qweight", q.contiguous())  # (N, K) int8
         self.register_buffer("scales", scales.float().contiguous())  # (N,)
+        self._kernel_scales = self.scales.to(self.compute_dtype)  # cast once, not on every decode step
         self.bias = _frozen_bias(bias, self.out_features)
         self.fused = _kernel_works(8, self.compute_dtype)
 
@@ -307,7 +308,7 @@ class Int8Linear(_WeightOnlyLinear):
         return cls(*quantize_int8(linear.weight), linear.bias, compute_dtype=compute_dtype)
 
     def _kernel(self, x2: torch.Tensor) -> torch.Tensor:
-        return _int8_kernel(x2, self.qweight, self.scales.to(self.compute_dtype))
+        return _int8_kernel(x2, self.qweight, self._kernel_scales)
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight the layer computes with, (N, K): codes times scales rounded to compute_dtype."""

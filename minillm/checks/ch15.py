@@ -66,6 +66,16 @@ def _scalar_message(expected: torch.Tensor, got: Any, what: str) -> str | None:
     return None
 
 
+def _compare_or_diagnose(expected: torch.Tensor, got: Any, path: str, variants) -> str | None:
+    """None when ``got`` equals ``expected`` (1e-5); else the difference, led by the known mistake
+    (from ``variants()``, built only on failure) that reproduces ``got``, if one does."""
+    msg = compare(expected, got, atol=1e-5, rtol=1e-5, path=path)
+    if msg is None:
+        return None
+    why = _diagnose(got, variants(), 1e-5)
+    return f"{why} ({msg})" if why else msg
+
+
 def _not_a_pair(got: Any, names: str) -> str | None:
     """A sentence if ``got`` (a learner's result, lists turned into tuples) is not a 2-tuple."""
     if isinstance(got, tuple) and len(got) == 2:
@@ -291,11 +301,7 @@ def check_bradley_terry_loss(fn) -> CheckResult:
             return (f"got {float(got.reshape(-1)[0])} where a finite loss was expected: −log(σ(d)) overflows for "
                     f"a large negative d = r_c − r_r — σ(−200) underflows to 0 in float32 and log(0) = −inf; use "
                     f"F.logsigmoid(d), which computes log σ(d) without forming σ(d)")
-        msg = compare(expected, got, atol=1e-5, rtol=1e-5, path="loss")
-        if msg is None:
-            return None
-        why = _diagnose(got, _bt_variants(*ref.args), 1e-5)
-        return f"{why} ({msg})" if why else msg
+        return _compare_or_diagnose(expected, got, "loss", lambda: _bt_variants(*ref.args))
 
     return run_check("bradley_terry_loss", fn, ref, cases, compare_fn=cmp,
                      hint="d = chosen_rewards - rejected_rewards; return -F.logsigmoid(d).mean()")
@@ -405,11 +411,7 @@ def check_dpo_loss(fn) -> CheckResult:
                           "underflows to 0 in float32 and log(0) = −inf; use -F.logsigmoid(beta * h)")
         if msg:
             return msg
-        msg = compare(expected, got, atol=1e-5, rtol=1e-5, path="losses")
-        if msg is None:
-            return None
-        why = _diagnose(got, _dpo_variants(*ref.args), 1e-5)
-        return f"{why} ({msg})" if why else msg
+        return _compare_or_diagnose(expected, got, "losses", lambda: _dpo_variants(*ref.args))
 
     return run_check("dpo_loss", fn, ref, cases, compare_fn=cmp,
                      hint="h = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - "
@@ -616,11 +618,7 @@ def check_grpo_advantages(fn) -> CheckResult:
                 return (f"got NaN at {int(got.isnan().sum())} positions: a group whose rewards are all equal has "
                         f"std 0, and 0/0 = NaN — divide by (std + 1e-4); such a group's advantages are 0 (it "
                         f"teaches nothing)")
-        msg = compare(expected, got, atol=1e-5, rtol=1e-5, path="advantages")
-        if msg is None:
-            return None
-        why = _diagnose(got, _grpo_variants(rewards, G), 1e-5)
-        return f"{why} ({msg})" if why else msg
+        return _compare_or_diagnose(expected, got, "advantages", lambda: _grpo_variants(rewards, G))
 
     return run_check("grpo_advantages", fn, ref, cases, compare_fn=cmp,
                      hint="grouped = rewards.view(-1, group_size) is (B, G); (grouped - grouped.mean(dim=1, "
