@@ -2,6 +2,9 @@
 
     python benchmarks/run.py            # every benchmarks/bench_*.py
     python benchmarks/run.py train gpt  # only bench_train.py and bench_gpt.py
+    python benchmarks/run.py serve      # the chat server, dynamic batching vs none (chapter 16)
+    python benchmarks/run.py memory     # one GPT training step: memory vs time (chapter 16)
+    python benchmarks/run.py distributed  # 1 process vs 2 ranks: DDP, ZeRO-1, FSDP2 (chapter 16)
 
 Ratios > 1 mean ours is better (faster, or smaller for memory). Timed rows (a number in column n)
 show each side's median and the median of n paired ratios, both sides timed alternately on the same

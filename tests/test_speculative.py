@@ -154,3 +154,25 @@ def test_bad_input(target, draft):
         speculative_generate(target, draft, torch.full((1, 3), V), 5)
     with pytest.raises(TypeError, match="GPT or LlamaForCausalLM"):
         speculative_generate(target, nn.Linear(2, 2), ids, 5)
+
+
+@pytest.mark.parametrize("proposed, picks, kept", [
+    ([5, 6, 7], [5, 6, 7, 8], [5, 6, 7, 8]),  # every guess right: all k, plus the target's next
+    ([5, 6, 7], [5, 9, 7, 8], [5, 9]),  # the run stops at the first miss, even if a later guess matches
+    ([5, 6, 7], [1, 6, 7, 8], [1]),  # the first guess wrong: only the target's own token
+    ([], [3], [3]),  # nothing proposed: one plain decoding step
+])
+def test_greedy_accept_keeps_the_leading_right_guesses_and_the_targets_token(proposed, picks, kept):
+    from minillm.speculative import greedy_accept
+
+    out = greedy_accept(torch.tensor(proposed, dtype=torch.long), torch.tensor(picks))
+    assert out.tolist() == kept
+
+
+def test_greedy_accept_rejects_mismatched_lengths():
+    from minillm.speculative import greedy_accept
+
+    with pytest.raises(ValueError, match="one token more than proposed"):
+        greedy_accept(torch.tensor([1, 2]), torch.tensor([1, 2]))
+    with pytest.raises(TypeError):
+        greedy_accept(torch.tensor([1.0]), torch.tensor([1, 2]))

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..attention import attend
 from ..sampling import check_generate_args, sample_next
@@ -261,6 +262,7 @@ class GPT(nn.Module):
     """A GPT language model: token ids (B, T) → next-token logits (B, T, V)."""
 
     config_class = GPTConfig
+    gradient_checkpointing = False  # recompute each block in backward (gradient_checkpointing_enable)
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -288,6 +290,16 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Activation checkpointing (Chen et al., 2016), as Hugging Face's method of this name: in
+        training, each block keeps only its input and recomputes its activations during backward
+        (less memory, about one more forward of time). No effect under no_grad or with a KVCache."""
+        self.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        """Store every block's activations again (the default)."""
+        self.gradient_checkpointing = False
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count (a tied matrix counted once); optionally without the position table."""
@@ -372,8 +384,14 @@ class GPT(nn.Module):
 
     def _blocks(self, x: torch.Tensor, mask: torch.Tensor | None, past) -> torch.Tensor:
         """Embedded input (B, T, C) → final hidden states (B, T, C); advances a KVCache."""
+        # activation checkpointing: keep only each block's input, recompute its insides in backward
+        recompute = (self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+                     and not isinstance(past, KVCache))
         for i, block in enumerate(self.transformer.h):
-            x = block(x, mask, past, i)
+            if recompute:
+                x = checkpoint(block, x, mask, past, i, use_reentrant=False)
+            else:
+                x = block(x, mask, past, i)
         if isinstance(past, KVCache):
             past.length += x.size(1)
         return self.transformer.ln_f(x)

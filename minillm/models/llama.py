@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..attention import attend
 from ..norms import RMSNorm
@@ -277,6 +278,8 @@ class LlamaDecoderLayer(nn.Module):
 class LlamaModel(nn.Module):
     """The decoder stack without the head (HF: ``model``): embeddings, layers, final norm."""
 
+    gradient_checkpointing = False  # recompute each layer in backward (HF's attribute of this name)
+
     def __init__(self, config: LlamaConfig):
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
@@ -286,8 +289,14 @@ class LlamaModel(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor | None = None, past=None) -> torch.Tensor:
         """Embedded input (B, T, C) → final hidden states (B, T, C); advances a KVCache."""
+        # activation checkpointing: keep only each layer's input, recompute its insides in backward
+        recompute = (self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+                     and not isinstance(past, KVCache))
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, mask, past, i)
+            if recompute:
+                x = checkpoint(layer, x, cos, sin, mask, past, i, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, mask, past, i)
         if isinstance(past, KVCache):
             past.length += x.size(1)
         return self.norm(x)
@@ -332,6 +341,25 @@ class LlamaForCausalLM(nn.Module):
     def num_params(self) -> int:
         """Parameter count (a tied matrix counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """Whether the decoder layers recompute their activations in backward (training only)."""
+        return self.model.gradient_checkpointing
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, value: bool) -> None:
+        self.model.gradient_checkpointing = check_bool("gradient_checkpointing", value)
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Activation checkpointing (Chen et al., 2016), as Hugging Face's method of this name: in
+        training, each layer keeps only its input and recomputes its activations during backward
+        (less memory, about one more forward of time). No effect under no_grad or with a KVCache."""
+        self.model.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        """Store every layer's activations again (the default)."""
+        self.model.gradient_checkpointing = False
 
     # ---------------------------------------------------------------- input checks
 
