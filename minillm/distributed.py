@@ -17,12 +17,23 @@ A typical script (see :mod:`minillm.distributed_demo`)::
     history = train(model, shard_batches(LMBatches(tokens, 64, 32, seed=0)), steps=100)
     save_checkpoint_on_main(model, "out/ckpt")
     cleanup()
+
+Training at scale shards what DDP replicates. :func:`wrap_model` picks one of :data:`STRATEGIES`:
+``"ddp"`` (every rank holds everything), ``"zero"`` (ZeRO stage 1: DDP plus
+``ZeroRedundancyOptimizer``, so each rank keeps the AdamW state of about 1/W of the parameters; build
+the optimizer with :func:`make_distributed_optimizer`) and ``"fsdp"`` (FSDP2 ``fully_shard``: each
+rank keeps 1/W of every parameter, gradient and optimizer state, gathering a block's full weights
+only while it computes). All three run on CPUs over gloo and give the same weights as one process on
+the global batch; :func:`state_bytes` counts what this rank holds, and
+:func:`save_checkpoint_on_main` gathers a sharded model into one full checkpoint. Follows the ZeRO
+paper (Rajbhandari et al., 2020) and the PyTorch FSDP2 tutorial.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +45,7 @@ from torch import nn
 from . import checkpoint
 from .validation import check_int, describe
 
+STRATEGIES = ("ddp", "fsdp", "zero")  # what wrap_model() accepts; see the module docstring
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 LAUNCH_HINT = "torchrun --nproc_per_node=2 -m minillm.distributed_demo --steps 20 --out runs/ddp"
 
@@ -131,6 +143,15 @@ def all_reduce_mean(values: list[float], device: torch.device | None = None) -> 
     return (t / dist.get_world_size()).tolist()
 
 
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` without a process group."""
+    if not is_distributed():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def _shard(batch: Any, rank: int, world_size: int) -> Any:
     if isinstance(batch, torch.Tensor):
         if batch.dim() == 0 or batch.size(0) % world_size:
@@ -178,7 +199,11 @@ class _ShardedIterable:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a ``DistributedDataParallel`` (or ``torch.compile``) wrapper."""
+    """The model inside a ``DistributedDataParallel`` (or ``torch.compile``) wrapper.
+
+    An FSDP2 model is returned as it is: ``fully_shard`` changes the module in place (its parameters
+    become shards), so there is no plain model inside; use :func:`full_state_dict` for its weights.
+    """
     while True:
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
@@ -196,11 +221,18 @@ def log(*args: Any, **kwargs: Any) -> None:
 
 def save_checkpoint_on_main(model: nn.Module, path: str | os.PathLike, *,
                             metadata: dict | None = None) -> Path | None:
-    """Rank 0 saves ``model`` (unwrapped from DDP) with :func:`minillm.checkpoint.save_checkpoint`,
-    crash-safely; the other ranks wait at a barrier until it is complete. Returns the path on rank 0,
-    None elsewhere. Every rank must call it (it is a collective)."""
+    """Rank 0 saves ``model`` (unwrapped from DDP; an FSDP model's shards gathered into one full
+    model) with :func:`minillm.checkpoint.save_checkpoint`, crash-safely; the other ranks wait at a
+    barrier until it is complete. Returns the path on rank 0, None elsewhere. Every rank must call
+    it (it is a collective)."""
     saved = None
-    if is_main_process():
+    if is_fsdp(model):  # every rank takes part in gathering the shards; rank 0 writes a plain copy
+        state = full_state_dict(model)
+        if is_main_process():
+            plain = _plain_copy(model)
+            plain.load_state_dict(state)
+            saved = checkpoint.save_checkpoint(plain, path, metadata=metadata)
+    elif is_main_process():
         saved = checkpoint.save_checkpoint(unwrap(model), path, metadata=metadata)
     barrier()
     return saved
@@ -215,3 +247,136 @@ def write_json_on_main(path: str | os.PathLike, record: Any) -> Path | None:
         written = checkpoint.write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True))
     barrier()
     return written
+
+
+# ---------------------------------------------------------------------------------------------
+# sharded training: ZeRO-1 and FSDP2
+
+
+def check_strategy(strategy: Any) -> str:
+    """``strategy`` if it is one of :data:`STRATEGIES`, else a ValueError naming it and the choices."""
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(repr(s) for s in STRATEGIES)}, "
+                         f"got {describe(strategy)}")
+    return strategy
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    """True for a module sharded by FSDP2's ``fully_shard`` (its parameters are DTensor shards)."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")  # not imported yet: nothing can be sharded
+    return fsdp is not None and isinstance(model, fsdp.FSDPModule)
+
+
+def wrap_model(model: nn.Module, strategy: str = "ddp", device: torch.device | None = None) -> nn.Module:
+    """Prepare ``model`` for data-parallel training in the current process group.
+
+    Args:
+        model: the plain model, with the same initial weights on every rank.
+        strategy: ``"ddp"`` or ``"zero"`` wrap it in ``DistributedDataParallel`` (for ``"zero"`` also
+            build the optimizer with :func:`make_distributed_optimizer`); ``"fsdp"`` applies FSDP2's
+            ``fully_shard`` to every block of each ``nn.ModuleList`` (so one block at a time is
+            gathered in full) and then to the whole model, in place.
+        device: where the model trains; default where its parameters are.
+
+    Build the optimizer after wrapping: FSDP replaces the parameters by their shards.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    strategy = check_strategy(strategy)
+    if not is_distributed():
+        raise RuntimeError(f"wrap_model(strategy={strategy!r}) needs a process group: call "
+                           f"init_from_env() first, in a script launched with `{LAUNCH_HINT}`")
+    if device is None:
+        device = next(model.parameters()).device
+    model = model.to(device)
+    if strategy in ("ddp", "zero"):
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (get_world_size(),))
+    blocks = [block for m in model.modules() if isinstance(m, nn.ModuleList) for block in m]
+    for block in blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)  # the rest: embeddings, final norm, head
+    return model
+
+
+def make_distributed_optimizer(model: nn.Module, strategy: str, lr: float, weight_decay: float = 0.1,
+                               betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.Optimizer:
+    """AdamW for a model from :func:`wrap_model`, with :func:`minillm.train.make_optimizer`'s groups.
+
+    ``"zero"`` gives a ``ZeroRedundancyOptimizer``: each rank keeps the AdamW state of its share of
+    the parameters (whole tensors, balanced by size), updates that share and broadcasts it. The
+    others give a plain AdamW (under FSDP its state is sharded like the parameters it updates).
+    """
+    from .train import make_optimizer
+
+    strategy = check_strategy(strategy)
+    plain = make_optimizer(model, lr, weight_decay, betas)
+    if strategy != "zero":
+        return plain
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    groups = [{k: v for k, v in g.items() if k not in plain.defaults or k == "weight_decay"}
+              for g in plain.param_groups if g["params"]]
+    return ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW, lr=lr, betas=betas)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t  # a DTensor's shard on this rank
+
+
+def _nbytes(tensors: Any) -> int:
+    seen, total = set(), 0
+    for t in tensors:
+        t = _local(t)
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
+        if key not in seen:  # a tensor shared by two names (tied weights) is held once
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    return total
+
+
+def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
+    """Bytes of parameters, gradients and optimizer state that THIS rank holds right now.
+
+    A DTensor (FSDP) counts its local shard only; a ``ZeroRedundancyOptimizer`` counts the state of
+    its local optimizer. Gradients count only while they exist (after ``backward``, before
+    ``zero_grad``); transient buffers (DDP's gradient buckets, FSDP's gathered blocks) are not counted.
+    """
+    params = list(model.parameters())
+    grads = [p.grad for p in params if p.grad is not None]
+    states = []
+    if optimizer is not None:
+        inner = getattr(optimizer, "optim", optimizer)  # ZeroRedundancyOptimizer's local optimizer
+        states = [v for s in inner.state.values() for v in s.values()
+                  if isinstance(v, torch.Tensor) and v.dim() > 0]  # not the scalar step counters
+    return {"param_bytes": _nbytes(params), "grad_bytes": _nbytes(grads),
+            "optimizer_bytes": _nbytes(states)}
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's weights on CPU. An FSDP model's shards are gathered to rank 0, so every
+    rank must call it (a collective) and the other ranks get an empty dict: no rank but one ever
+    holds a full copy. Other models give their (unwrapped) state dict on every rank."""
+    if not is_fsdp(model):
+        return {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True,
+                                                                broadcast_from_rank0=False))
+
+
+def _plain_copy(model: nn.Module) -> nn.Module:
+    """A fresh, unsharded instance of an FSDP model's own class (built from its ``.config``)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    cls = next(c for c in type(model).__mro__[1:]
+               if issubclass(c, nn.Module) and not issubclass(c, FSDPModule))
+    config = getattr(model, "config", None)
+    if config is None:
+        raise TypeError(f"{cls.__name__} needs a `.config` attribute to be rebuilt unsharded for saving")
+    with torch.random.fork_rng(devices=[]):  # building must not move this rank's random stream
+        return cls(config)

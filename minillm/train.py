@@ -4,7 +4,8 @@
 gradient accumulation, gradient clipping, mixed precision (autocast), periodic evaluation and a
 progress bar, and returns a :class:`History` that ``history.plot()`` turns into a loss curve.
 A NaN or infinite loss stops training with :class:`NonFiniteLossError` saying where it happened.
-A model wrapped in ``DistributedDataParallel`` trains data-parallel (see :mod:`minillm.distributed`).
+A model wrapped in ``DistributedDataParallel`` or sharded by FSDP2's ``fully_shard`` trains
+data-parallel (see :mod:`minillm.distributed`).
 
 Batches are whatever the loss function understands; the default ``lm_loss`` expects ``(x, y)``
 with integer tensors of shape (B, T) and a model returning logits (B, T, V). Shape letters:
@@ -294,8 +295,10 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
 
     A ``torch.nn.parallel.DistributedDataParallel`` model (launched by torchrun, see
     :mod:`minillm.distributed`) gets its gradients all-reduced once per optimizer step: on the last
-    micro-batch, the others run under ``model.no_sync()``. Each rank should read its own share of the
-    global batch (``shard_batches``). The recorded train loss (and val loss) is the mean over ranks
+    micro-batch, the others run under ``model.no_sync()``; an FSDP2 model (``fully_shard``) likewise
+    reduce-scatters once, with ``set_requires_gradient_sync(False)`` before the other micro-batches,
+    and its clipping norm is that of the whole sharded gradient. Each rank should read its own share
+    of the global batch (``shard_batches``). The recorded train loss (and val loss) is the mean over ranks
     and ``items_seen`` the sum, so every rank returns the same History; only rank 0 shows progress.
     """
     _check_module("model", model)
@@ -316,10 +319,12 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
     if history is not None and not isinstance(history, History):
         raise TypeError(f"history must be a History or None, got {type(history).__name__}")
     cfg = TrainConfig(**{**asdict(config or TrainConfig()), **overrides})
+    from .distributed import all_reduce_mean, get_world_size, is_fsdp, is_main_process
+
     ddp = isinstance(model, nn.parallel.DistributedDataParallel)
-    if ddp:
-        from .distributed import all_reduce_mean, get_world_size, is_main_process
-    show = cfg.progress and (not ddp or is_main_process())
+    fsdp = is_fsdp(model)
+    parallel = ddp or fsdp  # the ranks' losses are averaged and checked together
+    show = cfg.progress and (not parallel or is_main_process())
     device = check_device("device", device) if device is not None else _model_device(model)
     model.to(device)
     amp_dtype = autocast_dtype(device) if cfg.autocast == "auto" else cfg.autocast
@@ -352,12 +357,14 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
             batch = to_device(next(stream), device)
             items += _batch_size(batch)
             # DDP all-reduces gradients in backward; accumulate locally until the last micro-batch
-            sync = not ddp or micro == cfg.accum_steps - 1
-            with contextlib.nullcontext() if sync else model.no_sync():
+            sync = not parallel or micro == cfg.accum_steps - 1
+            if fsdp:  # FSDP's switch for the same thing (it has no no_sync)
+                model.set_requires_gradient_sync(sync)
+            with contextlib.nullcontext() if sync or fsdp else model.no_sync():
                 with autocast_ctx(device, amp_dtype):
                     loss = loss_fn(fwd_model, batch)
                 loss_value = float(loss.detach())
-                if not ddp and not math.isfinite(loss_value):
+                if not parallel and not math.isfinite(loss_value):
                     last = f"{hist.train_loss[-1]:.4f}" if hist.train_loss else "none yet"
                     raise NonFiniteLossError(
                         f"loss became {loss_value} at step {step} (micro-batch {micro} of "
@@ -366,7 +373,7 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
                 step_loss += loss_value / cfg.accum_steps
                 scaled = loss / cfg.accum_steps
                 (scaler.scale(scaled) if scaler else scaled).backward()
-        if ddp:  # every rank must reach this collective, so a NaN is checked after it, on all ranks
+        if parallel:  # every rank must reach this collective, so a NaN is checked after it, on all ranks
             step_loss, mean_items = all_reduce_mean([step_loss, items], device)
             items = round(mean_items * get_world_size())
             if not math.isfinite(step_loss):
@@ -379,7 +386,8 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
             scaler.unscale_(optimizer)
         params = [p for p in model.parameters() if p.grad is not None]
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # DTensor shards: the global norm
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         if not math.isfinite(grad_norm) and scaler is None:
             raise NonFiniteLossError(
                 f"gradient norm became {grad_norm} at step {step} (loss {step_loss:.4f}, lr {lr:.3g}); "
@@ -399,7 +407,7 @@ def train(model: nn.Module, train_data: BatchSource, config: TrainConfig | None 
         if val_stream is not None and ((i + 1) % cfg.eval_every == 0 or last_step):
             val = evaluate(model.module if ddp else model, val_stream, loss_fn=loss_fn,
                            max_batches=cfg.eval_batches, device=device, autocast=amp_dtype)
-            if ddp:  # ranks may hold different validation shards: record their mean everywhere
+            if parallel:  # ranks may hold different validation shards: record their mean everywhere
                 val = all_reduce_mean([val], device)[0]
             hist.eval_step.append(step)
             hist.val_loss.append(val)
