@@ -366,7 +366,7 @@ def train_student_text_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
 
 
 @recipe("ch16-student-distilled", "ch16: the same student distilled from SmolLM2-135M (top-32 soft "
-        "targets at T=2, half the loss) on the same tokens", version=1)
+        "targets at T=1, half the loss) on the same tokens", version=2)
 def train_student_distilled_recipe(progress: bool = True) -> tuple[nn.Module, dict]:
     """``minillm.students.train_student(alpha=RECIPE.alpha)``: soft targets plus hard labels."""
     from .students import RECIPE, train_student

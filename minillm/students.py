@@ -5,7 +5,7 @@ Both are the same narrow Llama (:func:`minillm.distill.student_from_teacher`: Sm
 the same order, from the same initial weights. The only difference is the loss:
 
 * ``ch16-student-text``: cross-entropy on the next token (``alpha = 0``);
-* ``ch16-student-distilled``: half that, half T²·KL to the teacher's top-32 distribution at T = 2.
+* ``ch16-student-distilled``: half that, half KL to the teacher's top-32 distribution (T = 1).
 
 The tokens are Rotten Tomatoes review snippets (human text) plus SmolLM2's own greedy continuations
 of review openings (what the teacher writes, which is what a draft model must guess in speculative
@@ -48,7 +48,8 @@ class StudentRecipe:
     epochs: int = 2
     batch_size: int = 16
     lr: float = 3e-3
-    temperature: float = 2.0
+    temperature: float = 1.0  # soft targets at T = 1: with this short a run, T = 2 left the student
+    # further from the teacher than training on text alone (measured: KL 3.93 vs 3.24 nats per token)
     alpha: float = 0.5  # the distilled student's weight on the soft targets
     seed: int = 0
 

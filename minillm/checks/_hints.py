@@ -25,6 +25,14 @@ HINTS = {'adapter_forward': [{'function': 'adapter_forward',
                                      '* (j - i); causal mask with -inf; softmax; @ v; merge heads; '
                                      'output projection'],
                            'notebook': '07_attention.ipynb'}],
+ 'all_reduce_mean': [{'function': 'all_reduce_mean',
+                      'hints': ["grads_per_rank[r][p] is rank r's gradient of parameter p; "
+                                'zip(*grads_per_rank) gives, for each parameter p, its W gradients '
+                                '(one per rank)',
+                                'average each parameter over the ranks — sum its W gradients, then '
+                                'divide by W = len(grads_per_rank); never mix different '
+                                'parameters'],
+                      'notebook': '16_efficiency_and_scale.ipynb'}],
  'apply_rope': [{'function': 'apply_rope',
                  'hints': ['inv_freq = 1.0 / theta ** (torch.arange(0, hd, 2).float() / hd) is '
                            '(hd/2,); angles = positions[:, None].float() * inv_freq is (T, hd/2)',
@@ -152,6 +160,10 @@ HINTS = {'adapter_forward': [{'function': 'adapter_forward',
                     'hints': ['shifted = logits - logits.max(-1, keepdim=True).values; log_probs = '
                               'shifted - log(sum(exp(shifted)))'],
                     'notebook': '04_neural_lm.ipynb'}],
+ 'dequantize_int8': [{'function': 'dequantize_int8',
+                      'hints': ["each code times its row's scale: q.float() * scales[:, None], "
+                                'float32 (N, K)'],
+                      'notebook': '16_efficiency_and_scale.ipynb'}],
  'dpo_loss': [{'function': 'dpo_loss',
                'hints': ["each answer's log-ratio is policy minus reference: policy_chosen_logps - "
                          'reference_chosen_logps, and the same for the rejected answers',
@@ -195,6 +207,14 @@ HINTS = {'adapter_forward': [{'function': 'adapter_forward',
                                     'torch.multinomial(torch.softmax(logits / temperature, -1), 1, '
                                     'generator=g)'],
                           'notebook': '08_gpt.ipynb'}],
+ 'greedy_accept': [{'function': 'greedy_accept',
+                    'hints': ["picks[i] is the target's choice at the position of proposed[i]: "
+                              'compare proposed with picks[:-1], not picks[1:]',
+                              'only the leading run of matches counts — stop at the first mismatch '
+                              '(a loop with break, or cumprod of the matches)',
+                              "return picks[:a + 1]: the a accepted guesses (equal to the target's "
+                              "picks) and the target's own token after them"],
+                    'notebook': '16_efficiency_and_scale.ipynb'}],
  'grpo_advantages': [{'function': 'grpo_advantages',
                       'hints': ['grouped = rewards.view(-1, group_size) is (B, G): one row per '
                                 'prompt, its G consecutive responses',
@@ -217,6 +237,14 @@ HINTS = {'adapter_forward': [{'function': 'adapter_forward',
                'hints': ['keep the two products separate: the reset gate multiplies only the '
                          'hidden part u_n'],
                'notebook': '05_rnn.ipynb'}],
+ 'kd_loss': [{'function': 'kd_loss',
+              'hints': ['both distributions at temperature T: F.log_softmax(student_logits / T, '
+                        'dim=-1) and the same for the teacher, (N, V)',
+                        'KL(teacher ‖ student) at each position is (p * (log_p - log_q)).sum(-1) '
+                        "with p = log_p.exp(): the teacher's probabilities weigh it",
+                        'average over the N positions (not over all N·V numbers), then multiply by '
+                        'T ** 2'],
+              'notebook': '16_efficiency_and_scale.ipynb'}],
  'kv_cache_append': [{'function': 'kv_cache_append',
                       'hints': ['cache_k[:, :, length:length + T] = k (same for v); return the '
                                 'slices [:, :, :length + T]'],
@@ -333,6 +361,15 @@ HINTS = {'adapter_forward': [{'function': 'adapter_forward',
                                     'the labels get labels.new_full((B, N), -100) in front '
                                     '(ignored by the loss); None stays None'],
                           'notebook': '14_prompting.ipynb'}],
+ 'quantize_int8': [{'function': 'quantize_int8',
+                    'hints': ['one scale per output row: scales = w.abs().amax(dim=1) / 127, shape '
+                              '(N,)',
+                              'divide by 1 where a scale is 0 (an all-zero row): safe = '
+                              'torch.where(scales > 0, scales, torch.ones_like(scales)), but '
+                              'return the scales themselves',
+                              'q = torch.round(w / safe[:, None]).clamp(-127, 127).to(torch.int8) '
+                              '— round first: .to(torch.int8) alone truncates'],
+                    'notebook': '16_efficiency_and_scale.ipynb'}],
  'relative_position_bucket': [{'function': 'relative_position_bucket',
                                'hints': ['bidirectional: num_buckets //= 2, bucket = '
                                          '(relative_position > 0).long() * num_buckets, n = '
