@@ -150,14 +150,14 @@ def _build_corpus(recipe: StudentRecipe, progress: bool) -> dict[str, Any]:
     openings = review_openings(train_texts, tok, recipe.generated_prompts, recipe.prompt_tokens)
     written = teacher_continuations(teacher, openings, recipe.generated_tokens, progress=progress)
     human = [tok.encode(t) for t in train_texts]
-    rows = torch.cat([pack(human, recipe.block_size, separator),
-                      pack(written, recipe.block_size, separator)])  # (N, T+1)
+    human_rows = pack(human, recipe.block_size, separator)  # (N_human, T+1)
+    rows = torch.cat([human_rows, pack(written, recipe.block_size, separator)])  # (N, T+1)
     values, indices = teacher_topk(teacher, rows[:, :-1], recipe.topk, batch_size=16,
                                    progress=progress)
     val_texts = [ex.text for ex in splits.validation][:recipe.human_texts]
     val = pack([tok.encode(t) for t in val_texts], recipe.block_size, separator)
-    return dict(rows=rows, values=values, indices=indices, val=val, human_rows=len(rows) - len(
-        pack(written, recipe.block_size, separator)), seconds=time.perf_counter() - t0)
+    return dict(rows=rows, values=values, indices=indices, val=val, human_rows=len(human_rows),
+                seconds=time.perf_counter() - t0)
 
 
 def train_student(alpha: float, recipe: StudentRecipe = RECIPE, *, corpus: dict[str, Any] | None = None,

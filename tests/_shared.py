@@ -35,3 +35,24 @@ def counted_loss(train_ids: torch.Tensor, batches, order: int) -> float:
     counts = torch.full((V, V), 0.1)
     counts.index_put_((train_ids[:-1], train_ids[1:]), torch.ones(len(train_ids) - 1), accumulate=True)
     return float(-torch.log(counts / counts.sum(1, keepdim=True))[x, y].mean())
+
+
+def data_parallel_tokens(n: int = 2000, vocab: int = 11) -> torch.Tensor:
+    """The fixed token stream of the data-parallel parity tests (test_distributed, test_sharded)."""
+    return torch.randint(0, vocab, (n,), generator=torch.Generator().manual_seed(0))
+
+
+def data_parallel_batches(block_size: int, micro_batch: int):
+    """The job's micro-batches (seed 1): every rank draws the same ones and keeps its share."""
+    from minillm.train import LMBatches
+
+    return LMBatches(data_parallel_tokens(), block_size, micro_batch, seed=1)
+
+
+def joined_micro_batches(source, accum: int):
+    """One process's view of a data-parallel job: the accum micro-batches of a step joined into one."""
+    def draw():
+        parts = [source() for _ in range(accum)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    return draw

@@ -19,12 +19,13 @@ import torch
 import torch.distributed as dist
 
 import minillm
+from _shared import data_parallel_batches, joined_micro_batches
 from minillm.checkpoint import load_checkpoint, write_text_atomic
 from minillm.distributed import (STRATEGIES, all_gather_object, check_strategy, full_state_dict,
                                  init_from_env, make_distributed_optimizer, shard_batches, state_bytes,
                                  wrap_model)
 from minillm.models.gpt import GPT, GPTConfig
-from minillm.train import LMBatches, NonFiniteLossError, lm_loss, train
+from minillm.train import NonFiniteLossError, lm_loss, train
 
 if not (dist.is_available() and dist.is_gloo_available()):
     pytest.skip("torch.distributed with the gloo backend is not available in this PyTorch build",
@@ -43,28 +44,18 @@ ATOL, RTOL = 1e-5, 1e-4
 RUNS = [("fsdp", 1), ("fsdp", 2), ("zero", 1), ("zero", 2)]
 
 
-def _tokens(n=2000, vocab=11):
-    return torch.randint(0, vocab, (n,), generator=torch.Generator().manual_seed(0))
-
-
 def _gpt(seed=0):
     torch.manual_seed(seed)
     return GPT(GPTConfig.tiny(vocab_size=11, block_size=BLOCK, n_layer=2, n_head=2, n_embd=16))
 
 
 def _global_batches(accum):
-    return LMBatches(_tokens(), BLOCK, GLOBAL_BATCH // accum, seed=1)
+    return data_parallel_batches(BLOCK, GLOBAL_BATCH // accum)
 
 
 def _combined(accum):
     """One process's view: the accum micro-batches of a step joined into one batch."""
-    source = _global_batches(accum)
-
-    def draw():
-        parts = [source() for _ in range(accum)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-
-    return draw
+    return joined_micro_batches(_global_batches(accum), accum)
 
 
 def _memory(model, optimizer, batch):
